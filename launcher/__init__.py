@@ -1,0 +1,1 @@
+"""The lguest Launcher: loads a Guest, lays out its memory and runs it."""

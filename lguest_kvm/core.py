@@ -1,0 +1,262 @@
+# H:100 The Host's heart: one Guest, its memory, and the loop that runs it.  A `Guest` is 2.6.23's
+# struct lguest: the Launcher's memory, pfn_limit and page_offset, the register frame, the shadow
+# page tables, the Guest's GDT and IDT, its pending interrupts and DMA, and the reason it died.
+#
+# Guest RAM is the Launcher's own buffer, mapped into the VM as memory slot 0 at Guest-physical 0.
+# The Host reaches it only through the accessors below (lguest's lgread/lgwrite), which check every
+# range against pfn_limit and kill the Guest for a bad one, exactly as 2.6.23's lguest_address_ok()
+# did.  They use a memoryview and struct, never a loop over bytes.
+# :*
+import ctypes
+import errno
+import mmap
+import struct
+import time
+
+from . import abi
+from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
+    KVM_EXIT_INTR, kvm_run_raw, kvm_sregs
+from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, FRAME_LINEAR, RESUME_LINEAR,
+                       switcher_sregs, CR0_GUEST, CR0_TS, INITIAL_GUEST_GDT)
+from .page_tables import ShadowPages
+from . import assist, hypercalls, interrupts_and_traps, segments
+
+RAM_SLOT, HOST_SLOT = 0, 1
+TRAP_IN_SWITCHER = 256        # 2.6.23's marker: a fault inside the Switcher itself
+
+
+class Guest:
+    """The Host's state for one Guest (2.6.23's struct lguest)."""
+
+    def __init__(self, kvm, memory, guestid, pfn_limit, pgdir, start, page_offset):
+        self.kvm = kvm
+        self.guestid = guestid
+        self.pfn_limit = pfn_limit
+        self.page_offset = page_offset
+        self.mem = memoryview(memory).cast("B")
+        # Pages the Launcher's buffer really backs; a Guest PTE beyond them cannot be mapped.
+        self.backed_pages = min(len(self.mem) // 4096, pfn_limit, 1 << 20)
+        self.dead = None                      # the death message, once killed
+        self.lguest_data = None               # gpa of struct lguest_data after LGUEST_INIT
+        self.noirq_start = self.noirq_end = 0
+        self.next_hcall = 0
+        self.dma_is_pending = False
+        self.pending_dma = self.pending_key = 0
+        self.irqs_pending = 0
+        self.halted = False
+        self.break_out = False
+        self.ts = 0
+        self.ss1, self.esp1, self.stack_pages = 0, 0, 0
+        self.gdt = [(0, 0)] * abi.GDT_ENTRIES
+        for i, desc in INITIAL_GUEST_GDT.items():
+            self.gdt[i] = desc
+        self.idt = [(0, 0)] * 64
+        self.syscall_idt = (0, 0)
+        self.exits = {}                       # exit counts by vector, for benchmarks
+        self.needs_assists = kvm.kind == "kvm-pvm"
+        self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
+        self.tsc_khz = 0
+        self.timer_deadline_ns = None
+        self.assists = 0                      # kvm-pvm instruction assists
+        self.vm = None
+        self.hmem = mmap.mmap(-1, HOST_SLOT_SIZE)
+        try:
+            self.vm = VM(kvm)
+            if self.backed_pages:
+                self.vm.set_memory(RAM_SLOT, 0, memory, self.backed_pages * 4096)
+            self.vm.set_memory(HOST_SLOT, HOST_BASE, self.hmem, HOST_SLOT_SIZE)
+            self.switcher = Switcher(self.hmem)
+            self.frame = self.switcher.frame
+            self.shadow = ShadowPages(self)
+            self.shadow.init_root(pgdir)
+            self.kvm_regs = None              # the vCPU's registers after a kvm-pvm exit
+            self._setup_regs(start)
+        except BaseException:
+            self.release()
+            raise
+
+    # H:110 The Guest's first registers (2.6.23 setup_regs): everything zero except the kernel code and
+    # data selectors, interrupts enabled, and EIP at `start`.  esi = 0 tells the Guest its boot
+    # parameters are at Guest-physical 0.  They go into the register frame, and the vCPU starts in the
+    # Switcher's resume path, which "returns" into the Guest.
+    # :*
+    def _setup_regs(self, start):
+        f = self.frame
+        f.cs, f.ds, f.es, f.ss = abi.GUEST_CS, abi.GUEST_DS, abi.GUEST_DS, abi.GUEST_DS
+        f.eflags, f.eip = 0x202, start
+        self.enter_via_switcher()
+
+    def enter_via_switcher(self):
+        """Point the vCPU at the Switcher's resume path with the frame as its stack."""
+        sregs = switcher_sregs(self.vm.get_sregs(kvm_sregs()), self.shadow.current.pml4,
+                               self.guest_cr0())
+        self.vm.set_sregs(sregs)
+        regs = self.vm.get_regs()
+        regs.rip, regs.rsp, regs.rflags = RESUME_LINEAR, FRAME_LINEAR, 0x2
+        self.vm.set_regs(regs)
+        self.in_switcher = True
+        self.shadow.changed = False
+        self.loaded_cr3, self.loaded_ts = self.shadow.current.pml4, self.ts
+
+    def guest_cr0(self):
+        return CR0_GUEST | (CR0_TS if self.ts else 0)
+
+    # H:120 Killing the Guest.  A misbehaving Guest is never an error for the Host: we write down why it
+    # died (only the first reason counts), the run loop notices and stops, and the Launcher's next
+    # read() gets the reason.
+    # :*
+    def kill_guest(self, msg):
+        if self.dead is None:
+            self.dead = msg
+
+    # H:130 lguest_address_ok(): the range must end below pfn_limit, strictly, and not wrap.  The
+    # Launcher's own pages live at and above pfn_limit, and the Host's pages are not in this buffer.
+    # :*
+    def address_ok(self, addr, length):
+        end = addr + length
+        return end <= 0xFFFFFFFF and end // 4096 < self.pfn_limit and end <= len(self.mem)
+
+    def lgread(self, addr, length):
+        """Guest bytes at a gpa, or zeros (and a dead Guest) if the range is bad."""
+        if not self.address_ok(addr, length):
+            self.kill_guest("bad read address %#x len %u" % (addr, length))
+            return bytes(length)
+        return bytes(self.mem[addr:addr + length])
+
+    def lgwrite(self, addr, data):
+        if not self.address_ok(addr, len(data)):
+            self.kill_guest("bad write address %#x len %u" % (addr, len(data)))
+            return
+        self.mem[addr:addr + len(data)] = data
+
+    def lgread_u32(self, addr):
+        if not self.address_ok(addr, 4):
+            self.kill_guest("bad read address %#x" % addr)
+            return 0
+        return _U32.unpack_from(self.mem, addr)[0]
+
+    def lgwrite_u32(self, addr, value):
+        if not self.address_ok(addr, 4):
+            self.kill_guest("bad write address %#x" % addr)
+            return
+        _U32.pack_into(self.mem, addr, value & 0xFFFFFFFF)
+
+    def peek_u32(self, addr):
+        """A read that kills nobody: None when the range is bad."""
+        if not self.address_ok(addr, 4):
+            return None
+        return _U32.unpack_from(self.mem, addr)[0]
+
+    def poke_u32(self, addr, value):
+        """A write that kills nobody: False when the range is bad (the caller words the death)."""
+        if not self.address_ok(addr, 4):
+            return False
+        _U32.pack_into(self.mem, addr, value & 0xFFFFFFFF)
+        return True
+
+    def data_field(self, name):
+        """The gpa of a field of the Guest's lguest_data."""
+        return self.lguest_data + getattr(abi.lguest_data, name).offset
+
+    def pin_stack_pages(self):
+        self.shadow.pin_stack_pages(self.esp1, self.stack_pages)
+
+    # H:200 The run loop, 2.6.23's run_guest(), entered by every read() of the Launcher.  Each time
+    # round: do the hypercalls the Guest left for us, return to the Launcher if one of them was a DMA
+    # for it, leave for a signal or a break request, maybe inject an interrupt, and then run the Guest
+    # until it next traps, and deal with the trap.
+    # :*
+    def run(self, owner):
+        """Run until there is something for the Launcher: 8 bytes of DMA, or an errno."""
+        while True:
+            hypercalls.do_hypercalls(self)
+            if self.dma_is_pending:
+                return struct.pack("<II", self.pending_dma, self.pending_key)
+            if owner.signal_pending():
+                return -errno.EINTR
+            if self.break_out:
+                return -errno.EAGAIN
+            interrupts_and_traps.maybe_do_interrupt(self)
+            if self.dead is not None:
+                return -errno.ENOENT
+            if self.halted:
+                r = interrupts_and_traps.halt_wait(self, owner)
+                if r:
+                    return r
+                continue
+            r = self.run_guest_once()
+            if r:
+                return r
+            self.handle_trap()
+            if self.dead is not None:
+                return -errno.ENOENT
+
+    # H:210 Entering the Guest.  The frame's trap number is set to 256 first, as 2.6.23 did, so a fault
+    # inside the Switcher itself can be told from a Guest trap.  If the Host changed a shadow entry the
+    # CPU may have cached, or switched roots, it asks the Switcher to reload cr3 on the way in.  Then
+    # KVM_RUN: on an `out` to our port the Guest trapped and the frame holds its registers; on kvm-pvm
+    # an instruction KVM's emulator refuses comes back as an internal error, and the assist module
+    # turns it into the trap real hardware would have taken.
+    # :*
+    def run_guest_once(self):
+        f = self.frame
+        if self.in_switcher:
+            f.trapnum = TRAP_IN_SWITCHER
+            if self.shadow.changed:
+                f.cr3_req = self.loaded_cr3 = self.shadow.current.pml4
+                self.shadow.changed = False
+            if self.ts != self.loaded_ts:
+                f.cr0_req = self.guest_cr0()
+                self.loaded_ts = self.ts
+        else:
+            assist.resume(self)
+        run = self.vm.run
+        r = kvm_run_raw(self.vm.vcpu)
+        if r < 0:
+            if r == -errno.EINTR or r == -errno.EAGAIN:
+                return -errno.EINTR if r == -errno.EINTR else 0
+            raise OSError(-r, "KVM_RUN: " + __import__("os").strerror(-r))
+        reason = run.exit_reason
+        if reason == KVM_EXIT_IO and run.u.io.port == SWITCHER_PORT:
+            self.in_switcher = True
+            self.exits[f.trapnum] = self.exits.get(f.trapnum, 0) + 1
+            if f.cs & 3 == 0 or f.trapnum == TRAP_IN_SWITCHER:
+                self.kill_guest("unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, f.eip, f.errcode))
+            return 0
+        if reason == KVM_EXIT_INTR:
+            return 0
+        if reason == KVM_EXIT_INTERNAL_ERROR and assist.capture(self):
+            return 0
+        self.kill_guest(self.describe_exit(reason))
+        return 0
+
+    def describe_exit(self, reason):
+        if reason == KVM_EXIT_SHUTDOWN:
+            return "unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, self.frame.eip, 0)
+        if reason == KVM_EXIT_FAIL_ENTRY:
+            return "KVM could not enter the Guest (hardware reason %#x)" % \
+                self.vm.run.u.fail_entry.hardware_entry_failure_reason
+        if reason == KVM_EXIT_IO:
+            return "unexpected I/O exit on port %#x" % self.vm.run.u.io.port
+        return "unexpected KVM exit %d" % reason
+
+    def handle_trap(self):
+        interrupts_and_traps.handle_trap(self, self.frame.trapnum)
+
+    # H:190 Letting go (2.6.23's release): the VM, the vCPU, the shadow tables and the Host slot.
+    # :*
+    def release(self):
+        if self.vm is not None:
+            self.vm.close()
+            self.vm = None
+        for name in ("frame", "switcher", "shadow"):
+            if hasattr(self, name):
+                delattr(self, name)
+        try:
+            self.hmem.close()
+        except BufferError:
+            pass   # a view still exported; the mapping goes when the last one does
+        self.mem.release()
+
+
+_U32 = struct.Struct("<I")

@@ -1,0 +1,194 @@
+# L:100 /dev/lguest, the Launcher's only door into the Host.  In 2.6.23 it was a character device
+# with three operations: write() a request, read() to run the Guest, close() to tear it down.  Here
+# the Host is a library in the Launcher's own process, so the "device" is an object with those same
+# three methods, the same request format and the same errnos (raised as OSError).  The one change
+# the move forces: the Launcher hands over its Guest memory when it opens the device, since there is
+# no kernel to look into its address space for us.
+#
+#     lg = lguest_kvm.open(memory)        # memory: a writable buffer, gpa 0 == memory[0]
+#     lg.write(struct.pack("<5I", LHREQ_INITIALIZE, pfn_limit, pgdir, start, page_offset))  # -> 16
+#     lg.read(8)                          # runs the Guest: {dma, key}, or the death message
+# :*
+import errno
+import fcntl
+import os
+import struct
+import tempfile
+import threading
+
+from . import abi, io
+from .core import Guest
+from .kvm import KVM
+
+_WORD = struct.Struct("<I")
+
+
+# L:110 Guest ids.  2.6.23 had one array of 16 Guests for the whole kernel, so ids were unique on the
+# host, and the network driver builds the Guest's MAC address from its id.  Our Guests live in many
+# processes, so the 16 slots are 16 lock files: a slot is taken by holding a lock on its file, and
+# the kernel lets go of the lock when the process dies, however it dies.
+# :*
+def _id_dir():
+    d = os.environ.get("LGUEST_KVM_IDDIR") or os.path.join(tempfile.gettempdir(), "lguest-kvm-ids")
+    os.makedirs(d, mode=0o1777, exist_ok=True)
+    return d
+
+
+def _take_guest_id():
+    d = _id_dir()
+    for n in range(abi.MAX_LGUEST_GUESTS):
+        fd = os.open(os.path.join(d, str(n)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return n, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise OSError(errno.ENOSPC, "all %d Guest slots are in use" % abi.MAX_LGUEST_GUESTS)
+
+
+class Lguest:
+    """One open /dev/lguest."""
+
+    def __init__(self, memory, kvm_path="/dev/kvm"):
+        mv = memoryview(memory)
+        if mv.readonly:
+            raise OSError(errno.EFAULT, "Guest memory must be writable")
+        mv.release()
+        self.memory = memory
+        self.kvm = KVM(kvm_path)
+        self.guest = None
+        self.owner = None
+        self.id_fd = -1
+        self._cond = threading.Condition()
+        self._interrupted = False
+
+    @property
+    def kind(self):
+        """Which KVM this Host runs on: 'vmx', 'svm', 'kvm-pvm' or 'unknown'."""
+        return self.kvm.kind
+
+    # L:120 write(): the first word says which request.  The order of the checks is 2.6.23's, and so is
+    # each answer: INITIALIZE returns 16 (the size of its arguments), IRQ and BREAK return 0, GETDMA
+    # returns an address.  Only BREAK may come from a thread other than the one that initialized the
+    # Guest: that is how the Waker gets the running Guest's attention.
+    # :*
+    def write(self, data):
+        data = bytes(data)
+        if len(data) < 4:
+            raise OSError(errno.EFAULT, "short write: no request word")
+        req = _WORD.unpack_from(data)[0]
+        lg = self.guest
+        if lg is None and req != abi.LHREQ_INITIALIZE:
+            raise OSError(errno.EINVAL, "Guest not initialized")
+        if lg is not None and lg.dead is not None:
+            raise OSError(errno.ENOENT, "Guest is dead")
+        if lg is not None and req != abi.LHREQ_BREAK and threading.get_ident() != self.owner:
+            raise OSError(errno.EPERM, "not the thread that initialized this Guest")
+        if req == abi.LHREQ_INITIALIZE:
+            return self._initialize(data[4:])
+        args = _args(data[4:], 1)
+        if req == abi.LHREQ_IRQ:
+            if args[0] >= abi.LGUEST_IRQS:
+                raise OSError(errno.EINVAL, "no IRQ %d" % args[0])
+            lg.irqs_pending |= 1 << args[0]
+            return 0
+        if req == abi.LHREQ_BREAK:
+            return self._break(args[0])
+        if req == abi.LHREQ_GETDMA:
+            r = io.get_dma(lg, args[0])
+            if r < 0:
+                raise OSError(-r, "no DMA buffer bound to key %#x" % args[0])
+            return r
+        raise OSError(errno.EINVAL, "unknown request %d" % req)
+
+    def _initialize(self, argbytes):
+        if self.guest is not None:
+            raise OSError(errno.EBUSY, "Guest already initialized")
+        pfn_limit, pgdir, start, page_offset = _args(argbytes, 4)
+        if page_offset >> 22 >= abi.SWITCHER_PGD_INDEX:
+            raise OSError(errno.EINVAL, "page_offset %#x collides with the Switcher" % page_offset)
+        guestid, self.id_fd = _take_guest_id()
+        try:
+            self.guest = Guest(self.kvm, self.memory, guestid, pfn_limit, pgdir, start, page_offset)
+        except BaseException:
+            os.close(self.id_fd)
+            self.id_fd = -1
+            raise
+        self.owner = threading.get_ident()
+        return 16
+
+    def _break(self, on):
+        with self._cond:
+            if on:
+                self.guest.break_out = True
+                self._cond.notify_all()
+                while self.guest is not None and self.guest.break_out and self.guest.dead is None:
+                    self._cond.wait(0.5)
+            else:
+                self.guest.break_out = False
+                self._cond.notify_all()
+        return 0
+
+    # L:130 read(): run the Guest.  It returns only when there is something for the Launcher: a DMA it
+    # must service (8 bytes: the DMA's address and key), or an errno: EAGAIN for a break, EINTR for a
+    # signal, ENOENT when the Guest has just died.  Once dead, read() returns the death message.
+    # :*
+    def read(self, size):
+        lg = self.guest
+        if lg is None:
+            raise OSError(errno.EINVAL, "Guest not initialized")
+        if threading.get_ident() != self.owner:
+            raise OSError(errno.EPERM, "not the thread that initialized this Guest")
+        if lg.dead is not None:
+            msg = lg.dead.encode("latin-1") + b"\0"
+            return msg[:max(0, size)]
+        lg.dma_is_pending = False
+        r = lg.run(self)
+        if isinstance(r, bytes):
+            return r
+        raise OSError(-r, os.strerror(-r))
+
+    def signal_pending(self):
+        if self._interrupted:
+            self._interrupted = False
+            return True
+        return False
+
+    def wait_for_event(self, deadline):
+        with self._cond:
+            self._cond.wait(0.01)
+        return 0
+
+    def close(self):
+        lg, self.guest = self.guest, None
+        if lg is not None:
+            with self._cond:
+                self._cond.notify_all()
+            lg.release()
+        if self.id_fd >= 0:
+            os.close(self.id_fd)
+            self.id_fd = -1
+        self.kvm.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _args(data, n):
+    if len(data) < 4 * n:
+        raise OSError(errno.EFAULT, "short write: request needs %d argument words" % n)
+    return struct.unpack_from("<%dI" % n, data)
+
+
+def open(memory, kvm_path="/dev/kvm"):          # noqa: A001 - the device's own name for it
+    """Open the lguest device for a Guest whose memory (gpa 0 onwards) is `memory`."""
+    return Lguest(memory, kvm_path)
