@@ -27,7 +27,7 @@ import tempfile
 from typing import Iterable, Sequence, Union
 
 RT_DIR = pathlib.Path(__file__).resolve().parent / "rt"
-RUNTIME_FILES = ("guest.lds", "head.S", "lguest.h", "rt.c")
+RUNTIME_FILES = ("guest.lds", "head.S", "lguest.h", "rt.c", "traps.S", "traps.c")
 
 CC = "gcc"
 LD = "ld"
@@ -156,7 +156,7 @@ def build_guest(sources: Iterable[Source], *, cflags: Sequence[str] = (),
 
 
 def _compile_and_link(tmp: pathlib.Path, srcs, cflags: tuple) -> pathlib.Path:
-    units = [("head.S", RT_DIR / "head.S", None), ("rt.c", RT_DIR / "rt.c", None)]
+    units = [(f, RT_DIR / f, None) for f in ("head.S", "rt.c", "traps.S", "traps.c")]
     for i, (fname, data, d) in enumerate(srcs):
         if d is None:
             path = tmp / f"src{i}_{fname}"

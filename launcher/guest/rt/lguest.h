@@ -173,5 +173,22 @@ int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 int strcmp(const char *a, const char *b);
 
+/* Traps (traps.S, traps.c): the frame trap_dispatch() sees.  esp and ss are
+ * only there when the trap came from user mode. */
+struct trapframe {
+	unsigned int es, ds;
+	unsigned int edi, esi, ebp, esp_pushal, ebx, edx, ecx, eax;
+	unsigned int trapnum, errcode;
+	unsigned int eip, cs, eflags;
+	unsigned int esp, ss;
+};
+typedef void (*trap_handler_t)(struct trapframe *tf);
+void install_trap(unsigned vector, trap_handler_t h, unsigned type, unsigned dpl);
+void set_idt_gate(unsigned vector, unsigned long addr, unsigned type, unsigned dpl);
+#define GATE_INTERRUPT 0xE
+#define GATE_TRAP 0xF
+
 #endif /* __ASSEMBLY__ */
+
+
 #endif /* LGUEST_RT_H */
