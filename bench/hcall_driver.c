@@ -1,0 +1,379 @@
+/* hcall_driver: the C baselines for bench/hypercall.py.
+ *
+ *   hcall_driver out N LAPS
+ *	The floor: a minimal VM (real mode, no paging) running
+ *	"1: out %al,$0x10; jmp 1b"; LAPS laps of N KVM_RUN round trips.
+ *
+ *   hcall_driver guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [sregs]
+ *	The same lguest Guest under the same Switcher as the Python Host: DIR
+ *	holds what bench/hypercall.py dumped from the Python Host's VM at the
+ *	moment it was about to KVM_RUN the benchmark loop (ram.bin = memory slot
+ *	0 at gpa 0, host.bin = the Host slot at 0x100000000, regs.bin and
+ *	sregs.bin = raw struct kvm_regs / kvm_sregs).  We build our own VM from
+ *	them and do the least a Host must do for the hypercalls that Guest
+ *	makes: FLUSH_ASYNC is a no-op, SEND_DMA to key 0 is a lap marker (we set
+ *	used_len so the Guest carries on), CRASH ends the run.  With "sregs" we
+ *	also do KVM_GET_SREGS on every kvm-pvm exit, as the Python Host does (it
+ *	needs the Guest's cs to know the privilege level): then the ioctls per
+ *	round trip are exactly the Python Host's.
+ *
+ * Output, one line: "laps_ns=a,b,... hcalls=H internal_exits=I io_exits=O
+ * crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
+ * message on stderr: a benchmark that quietly measured something else would
+ * be worse than none. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HOST_BASE		0x100000000ULL
+#define SWITCHER_PORT		0x4C
+#define OUT_PORT		0x10
+#define LGUEST_TRAP_ENTRY	0x1F
+#define TRAP_IN_SWITCHER	256
+#define LHCALL_FLUSH_ASYNC	0
+#define LHCALL_LGUEST_INIT	1
+#define LHCALL_CRASH		2
+#define LHCALL_SEND_DMA		13
+#define MAX_LAPS		64
+
+/* lguest_kvm/switcher.py's Frame, 64-bit words in the same order. */
+struct frame {
+	uint64_t cr3_req, cr0_req, cr2, gs, fs, es, ds;
+	uint64_t edi, esi, ebp, ebx, edx, ecx, eax;
+	uint64_t trapnum, errcode, eip, cs, eflags, esp, ss;
+};
+
+static int kvm_fd, vm_fd, vcpu_fd;
+static struct kvm_run *run;
+static uint8_t *ram;
+static size_t ram_size;
+static uint32_t page_offset;
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("hcall_driver: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(2);
+}
+
+static void xioctl(int fd, unsigned long req, void *arg, const char *name)
+{
+	if (ioctl(fd, req, arg) < 0)
+		die("%s: %s", name, strerror(errno));
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *anon(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu bytes: %s", size, strerror(errno));
+	return p;
+}
+
+/* The whole of DIR/name into fresh page-aligned memory; *size is its length. */
+static void *load(const char *dir, const char *name, size_t *size)
+{
+	char path[4096];
+	struct stat st;
+	size_t done = 0;
+	uint8_t *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		die("%s: %s", path, strerror(errno));
+	p = anon(st.st_size ? st.st_size : 1);
+	while (done < (size_t)st.st_size) {
+		ssize_t n = read(fd, p + done, st.st_size - done);
+
+		if (n <= 0)
+			die("reading %s: %s", path, n ? strerror(errno) : "short file");
+		done += n;
+	}
+	close(fd);
+	*size = st.st_size;
+	return p;
+}
+
+static void load_exact(const char *dir, const char *name, void *dst, size_t size)
+{
+	size_t got;
+	void *p = load(dir, name, &got);
+
+	if (got != size)
+		die("%s/%s: %zu bytes, expected %zu", dir, name, got, size);
+	memcpy(dst, p, size);
+	munmap(p, got);
+}
+
+static void create_vm(void)
+{
+	struct {
+		struct kvm_cpuid2 c;
+		struct kvm_cpuid_entry2 e[256];
+	} cpuid;
+	int mmap_size;
+
+	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0)
+		die("/dev/kvm: %s", strerror(errno));
+	vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+	if (vm_fd < 0)
+		die("KVM_CREATE_VM: %s", strerror(errno));
+	vcpu_fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
+	if (vcpu_fd < 0)
+		die("KVM_CREATE_VCPU: %s", strerror(errno));
+	mmap_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (mmap_size < 0)
+		die("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	run = mmap(NULL, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0);
+	if (run == MAP_FAILED)
+		die("mmap kvm_run: %s", strerror(errno));
+	/* The Python Host sets exactly what KVM supports (kvm.py, VM.__init__). */
+	memset(&cpuid, 0, sizeof(cpuid));
+	cpuid.c.nent = 256;
+	xioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, &cpuid, "KVM_GET_SUPPORTED_CPUID");
+	xioctl(vcpu_fd, KVM_SET_CPUID2, &cpuid, "KVM_SET_CPUID2");
+}
+
+static void add_slot(int slot, uint64_t gpa, void *mem, size_t size)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot, .guest_phys_addr = gpa, .memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)mem,
+	};
+
+	xioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r, "KVM_SET_USER_MEMORY_REGION");
+}
+
+static void kvm_run_once(void)
+{
+	while (ioctl(vcpu_fd, KVM_RUN, 0) < 0) {
+		if (errno != EINTR && errno != EAGAIN)
+			die("KVM_RUN: %s", strerror(errno));
+	}
+}
+
+static void print_laps(const int64_t *laps, int n)
+{
+	printf("laps_ns=");
+	for (int i = 0; i < n; i++)
+		printf("%s%lld", i ? "," : "", (long long)laps[i]);
+}
+
+/* The floor: KVM_RUN round trips of an `out` in an unpaged real-mode VM. */
+static int raw_out(long n, int nlaps)
+{
+	static const uint8_t code[] = { 0xE6, OUT_PORT, 0xEB, 0xFC };	/* 1: out %al,$0x10; jmp 1b */
+	int64_t laps[MAX_LAPS], t;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	uint8_t *mem = anon(0x10000);
+
+	memcpy(mem + 0x1000, code, sizeof(code));
+	create_vm();
+	add_slot(0, 0, mem, 0x10000);
+	xioctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	xioctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = 0x1000;
+	regs.rflags = 0x2;
+	xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+	for (int lap = -1; lap < nlaps; lap++) {	/* lap -1 warms up */
+		t = now_ns();
+		for (long i = 0; i < n; i++) {
+			kvm_run_once();
+			if (run->exit_reason != KVM_EXIT_IO || run->io.port != OUT_PORT)
+				die("raw loop: exit %u (port %#x)", run->exit_reason,
+				    run->io.port);
+		}
+		if (lap >= 0)
+			laps[lap] = now_ns() - t;
+	}
+	print_laps(laps, nlaps);
+	printf(" ops=%ld\n", n);
+	return 0;
+}
+
+/* The Guest driver's state. */
+static long hcalls, internal_exits, io_exits, markers;
+static int nlaps;
+static int64_t laps[MAX_LAPS], lap_start;
+static char crash[128];
+static int crashed;
+
+static uint8_t *guest_phys(uint32_t gpa, uint32_t len)
+{
+	if ((uint64_t)gpa + len > ram_size)
+		die("Guest address %#x+%u outside RAM", gpa, len);
+	return ram + gpa;
+}
+
+/* What the benchmark Guest asks: the least a Host must do for it. */
+static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2)
+{
+	hcalls++;
+	switch (call) {
+	case LHCALL_FLUSH_ASYNC:
+	case LHCALL_LGUEST_INIT:	/* already done by the Python Host before the dump */
+		break;
+	case LHCALL_SEND_DMA: {
+		uint32_t dma[1 + 16], used = 0;
+		uint16_t len[16];
+		int64_t t = now_ns();
+
+		if (a1 != 0)
+			die("SEND_DMA to key %#x, not the console", a1);
+		memcpy(dma, guest_phys(a2, 100), 68);
+		memcpy(len, guest_phys(a2, 100) + 68, sizeof(len));
+		for (int i = 0; i < 16 && len[i]; i++)
+			used += len[i];
+		memcpy(guest_phys(a2, 4), &used, 4);
+		if (markers >= nlaps)
+			die("more lap markers than laps");
+		laps[markers++] = t - lap_start;
+		lap_start = now_ns();
+		break;
+	}
+	case LHCALL_CRASH:
+		for (unsigned i = 0; i < sizeof(crash) - 1; i++) {
+			crash[i] = *guest_phys(a1 + i, 1);
+			if (!crash[i])
+				break;
+		}
+		crashed = 1;
+		break;
+	default:
+		die("unexpected hypercall %u", call);
+	}
+}
+
+static int guest(int argc, char **argv, long n)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	struct frame *f;
+	uint8_t *host;
+	size_t host_size;
+	const char *dir = argv[2];
+	unsigned long frame_offset = strtoul(argv[6], NULL, 0);
+	int with_sregs = argc > 8 && !strcmp(argv[8], "sregs");
+
+	page_offset = strtoul(argv[5], NULL, 0);
+	if (strtoul(argv[7], NULL, 0) != sizeof(struct frame))
+		die("frame size %s, this driver knows %zu", argv[7], sizeof(struct frame));
+	ram = load(dir, "ram.bin", &ram_size);
+	host = load(dir, "host.bin", &host_size);
+	if (frame_offset + sizeof(struct frame) > host_size)
+		die("frame outside the Host slot");
+	f = (struct frame *)(host + frame_offset);
+	create_vm();
+	add_slot(0, 0, ram, ram_size);
+	add_slot(1, HOST_BASE, host, host_size);
+	load_exact(dir, "sregs.bin", &sregs, sizeof(sregs));
+	load_exact(dir, "regs.bin", &regs, sizeof(regs));
+	xioctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+	xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+
+	lap_start = now_ns();
+	while (!crashed) {
+		kvm_run_once();
+		if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
+			/* kvm-pvm: the emulator refused `int $0x1f`; the vCPU sits on
+			 * it with the Guest's own registers. */
+			uint32_t eip;
+			uint8_t *insn;
+
+			internal_exits++;
+			if (run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION)
+				die("internal error, suberror %u", run->internal.suberror);
+			xioctl(vcpu_fd, KVM_GET_REGS, &regs, "KVM_GET_REGS");
+			if (with_sregs) {
+				xioctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
+				if ((sregs.cs.selector & 3) != 1)
+					die("emulation failure at CPL %u", sregs.cs.selector & 3);
+			}
+			eip = (uint32_t)regs.rip;
+			insn = guest_phys(eip - page_offset, 2);
+			if (insn[0] != 0xCD || insn[1] != LGUEST_TRAP_ENTRY)
+				die("emulation failure at %#x on %02x %02x, not int $0x1f",
+				    eip, insn[0], insn[1]);
+			regs.rip = (uint32_t)(eip + 2);
+			do_hcall((uint32_t)regs.rax, (uint32_t)regs.rdx, (uint32_t)regs.rbx);
+			xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+		} else if (run->exit_reason == KVM_EXIT_IO && run->io.port == SWITCHER_PORT) {
+			/* Hardware KVM: gate 0x1F fired and the Switcher saved the
+			 * frame; the next KVM_RUN resumes the Guest from it. */
+			io_exits++;
+			if (f->trapnum != LGUEST_TRAP_ENTRY)
+				die("trap %llu at %#llx (%#llx): the Guest needs a real Host",
+				    (unsigned long long)f->trapnum, (unsigned long long)f->eip,
+				    (unsigned long long)f->errcode);
+			do_hcall((uint32_t)f->eax, (uint32_t)f->edx, (uint32_t)f->ebx);
+			f->trapnum = TRAP_IN_SWITCHER;
+		} else {
+			die("unexpected exit %u", run->exit_reason);
+		}
+	}
+	if (markers != nlaps)
+		die("%ld lap markers, expected %d", markers, nlaps);
+	if (hcalls != (long)nlaps * (n + 1) + 1)
+		die("%ld hypercalls, expected %ld", hcalls, (long)nlaps * (n + 1) + 1);
+	print_laps(laps, nlaps);
+	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld crash=%s\n",
+	       hcalls, internal_exits, io_exits, crash);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	long n;
+
+	if (argc < 4)
+		die("usage: hcall_driver out N LAPS | guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [sregs]");
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strcmp(argv[1], "out")) {
+		n = strtol(argv[2], NULL, 0);
+		nlaps = atoi(argv[3]);
+		if (n <= 0 || nlaps <= 0 || nlaps > MAX_LAPS)
+			die("bad N or LAPS");
+		return raw_out(n, nlaps);
+	}
+	if (!strcmp(argv[1], "guest") && argc >= 8) {
+		n = strtol(argv[3], NULL, 0);
+		nlaps = atoi(argv[4]);
+		if (n < 0 || nlaps <= 0 || nlaps > MAX_LAPS)
+			die("bad N or LAPS");
+		return guest(argc, argv, n);
+	}
+	die("unknown mode %s", argv[1]);
+}
