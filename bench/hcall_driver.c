@@ -4,7 +4,10 @@
  *	The floor: a minimal VM (real mode, no paging) running
  *	"1: out %al,$0x10; jmp 1b"; LAPS laps of N KVM_RUN round trips.
  *
- *   hcall_driver guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [sregs]
+ *   hcall_driver ioctl N LAPS
+ *	The price of one vCPU ioctl that does not run the vCPU: N KVM_GET_REGS.
+ *
+ *   hcall_driver guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync]
  *	The same lguest Guest under the same Switcher as the Python Host: DIR
  *	holds what bench/hypercall.py dumped from the Python Host's VM at the
  *	moment it was about to KVM_RUN the benchmark loop (ram.bin = memory slot
@@ -12,10 +15,13 @@
  *	sregs.bin = raw struct kvm_regs / kvm_sregs).  We build our own VM from
  *	them and do the least a Host must do for the hypercalls that Guest
  *	makes: FLUSH_ASYNC is a no-op, SEND_DMA to key 0 is a lap marker (we set
- *	used_len so the Guest carries on), CRASH ends the run.  With "sregs" we
- *	also do KVM_GET_SREGS on every kvm-pvm exit, as the Python Host does (it
- *	needs the Guest's cs to know the privilege level): then the ioctls per
- *	round trip are exactly the Python Host's.
+ *	used_len so the Guest carries on), CRASH ends the run.  A kvm-pvm exit
+ *	costs KVM_GET_REGS and KVM_SET_REGS.  With "sregs" we also do
+ *	KVM_GET_SREGS, as the Python Host does (it needs the Guest's cs to know
+ *	the privilege level): then the ioctls per round trip are exactly the
+ *	Python Host's.  With "sync" we do no register ioctl at all: KVM copies
+ *	regs and sregs into kvm_run on every exit and takes the changed regs
+ *	back on entry (KVM_CAP_SYNC_REGS).
  *
  * Output, one line: "laps_ns=a,b,... hcalls=H internal_exits=I io_exits=O
  * crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
@@ -224,6 +230,25 @@ static int raw_out(long n, int nlaps)
 	return 0;
 }
 
+/* One vCPU ioctl that does not run the vCPU: what a register access costs. */
+static int vcpu_ioctl(long n, int nlaps)
+{
+	int64_t laps[MAX_LAPS], t;
+	struct kvm_regs regs;
+
+	create_vm();
+	for (int lap = -1; lap < nlaps; lap++) {
+		t = now_ns();
+		for (long i = 0; i < n; i++)
+			xioctl(vcpu_fd, KVM_GET_REGS, &regs, "KVM_GET_REGS");
+		if (lap >= 0)
+			laps[lap] = now_ns() - t;
+	}
+	print_laps(laps, nlaps);
+	printf(" ops=%ld\n", n);
+	return 0;
+}
+
 /* The Guest driver's state. */
 static long hcalls, internal_exits, io_exits, markers;
 static int nlaps;
@@ -286,7 +311,8 @@ static int guest(int argc, char **argv, long n)
 	size_t host_size;
 	const char *dir = argv[2];
 	unsigned long frame_offset = strtoul(argv[6], NULL, 0);
-	int with_sregs = argc > 8 && !strcmp(argv[8], "sregs");
+	const char *variant = argc > 8 ? argv[8] : "min";
+	int with_sregs = !strcmp(variant, "sregs"), sync = !strcmp(variant, "sync");
 
 	page_offset = strtoul(argv[5], NULL, 0);
 	if (strtoul(argv[7], NULL, 0) != sizeof(struct frame))
@@ -303,6 +329,13 @@ static int guest(int argc, char **argv, long n)
 	load_exact(dir, "regs.bin", &regs, sizeof(regs));
 	xioctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
 	xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+	if (!with_sregs && !sync && strcmp(variant, "min"))
+		die("unknown variant %s", variant);
+	if (sync) {
+		if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS) <= 0)
+			die("no KVM_CAP_SYNC_REGS");
+		run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+	}
 
 	lap_start = now_ns();
 	while (!crashed) {
@@ -312,24 +345,29 @@ static int guest(int argc, char **argv, long n)
 			 * it with the Guest's own registers. */
 			uint32_t eip;
 			uint8_t *insn;
+			struct kvm_regs *r = sync ? &run->s.regs.regs : &regs;
 
 			internal_exits++;
 			if (run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION)
 				die("internal error, suberror %u", run->internal.suberror);
-			xioctl(vcpu_fd, KVM_GET_REGS, &regs, "KVM_GET_REGS");
-			if (with_sregs) {
+			if (!sync)
+				xioctl(vcpu_fd, KVM_GET_REGS, &regs, "KVM_GET_REGS");
+			if (with_sregs)
 				xioctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
-				if ((sregs.cs.selector & 3) != 1)
-					die("emulation failure at CPL %u", sregs.cs.selector & 3);
-			}
-			eip = (uint32_t)regs.rip;
+			if ((with_sregs && (sregs.cs.selector & 3) != 1) ||
+			    (sync && (run->s.regs.sregs.cs.selector & 3) != 1))
+				die("emulation failure outside the Guest kernel");
+			eip = (uint32_t)r->rip;
 			insn = guest_phys(eip - page_offset, 2);
 			if (insn[0] != 0xCD || insn[1] != LGUEST_TRAP_ENTRY)
 				die("emulation failure at %#x on %02x %02x, not int $0x1f",
 				    eip, insn[0], insn[1]);
-			regs.rip = (uint32_t)(eip + 2);
-			do_hcall((uint32_t)regs.rax, (uint32_t)regs.rdx, (uint32_t)regs.rbx);
-			xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+			r->rip = (uint32_t)(eip + 2);
+			do_hcall((uint32_t)r->rax, (uint32_t)r->rdx, (uint32_t)r->rbx);
+			if (sync)
+				run->kvm_dirty_regs = KVM_SYNC_X86_REGS;
+			else
+				xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
 		} else if (run->exit_reason == KVM_EXIT_IO && run->io.port == SWITCHER_PORT) {
 			/* Hardware KVM: gate 0x1F fired and the Switcher saved the
 			 * frame; the next KVM_RUN resumes the Guest from it. */
@@ -359,14 +397,14 @@ int main(int argc, char **argv)
 	long n;
 
 	if (argc < 4)
-		die("usage: hcall_driver out N LAPS | guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [sregs]");
+		die("usage: hcall_driver out|ioctl N LAPS | guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync]");
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!strcmp(argv[1], "out")) {
+	if (!strcmp(argv[1], "out") || !strcmp(argv[1], "ioctl")) {
 		n = strtol(argv[2], NULL, 0);
 		nlaps = atoi(argv[3]);
 		if (n <= 0 || nlaps <= 0 || nlaps > MAX_LAPS)
 			die("bad N or LAPS");
-		return raw_out(n, nlaps);
+		return argv[1][0] == 'o' ? raw_out(n, nlaps) : vcpu_ioctl(n, nlaps);
 	}
 	if (!strcmp(argv[1], "guest") && argc >= 8) {
 		n = strtol(argv[3], NULL, 0);

@@ -7,9 +7,9 @@
 # range against pfn_limit and kill the Guest for a bad one, exactly as 2.6.23's lguest_address_ok()
 # did.  They use a memoryview and struct, never a loop over bytes.
 # :*
-import ctypes
 import errno
 import mmap
+import os
 import struct
 import time
 
@@ -20,6 +20,7 @@ from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, FRAME
                        switcher_sregs, CR0_GUEST, CR0_TS, INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
 from . import assist, hypercalls, interrupts_and_traps, segments
+from .kick import Kicker
 
 RAM_SLOT, HOST_SLOT = 0, 1
 TRAP_IN_SWITCHER = 256        # 2.6.23's marker: a fault inside the Switcher itself
@@ -55,13 +56,16 @@ class Guest:
         self.exits = {}                       # exit counts by vector, for benchmarks
         self.needs_assists = kvm.kind == "kvm-pvm"
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
-        self.tsc_khz = 0
-        self.timer_deadline_ns = None
+        self.timer_deadline = None            # monotonic ns when the clock event fires
+        self.kicker = None
         self.assists = 0                      # kvm-pvm instruction assists
+        self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
         self.vm = None
         self.hmem = mmap.mmap(-1, HOST_SLOT_SIZE)
         try:
             self.vm = VM(kvm)
+            self.kicker = Kicker(self.vm)
+            self.tsc_khz = host_tsc_khz(self.vm)
             if self.backed_pages:
                 self.vm.set_memory(RAM_SLOT, 0, memory, self.backed_pages * 4096)
             self.vm.set_memory(HOST_SLOT, HOST_BASE, self.hmem, HOST_SLOT_SIZE)
@@ -166,21 +170,20 @@ class Guest:
     # for it, leave for a signal or a break request, maybe inject an interrupt, and then run the Guest
     # until it next traps, and deal with the trap.
     # :*
-    def run(self, owner):
+    def run(self):
         """Run until there is something for the Launcher: 8 bytes of DMA, or an errno."""
         while True:
             hypercalls.do_hypercalls(self)
             if self.dma_is_pending:
                 return struct.pack("<II", self.pending_dma, self.pending_key)
-            if owner.signal_pending():
-                return -errno.EINTR
             if self.break_out:
                 return -errno.EAGAIN
+            interrupts_and_traps.check_timer(self)
             interrupts_and_traps.maybe_do_interrupt(self)
             if self.dead is not None:
                 return -errno.ENOENT
             if self.halted:
-                r = interrupts_and_traps.halt_wait(self, owner)
+                r = interrupts_and_traps.halt_wait(self)
                 if r:
                     return r
                 continue
@@ -213,9 +216,13 @@ class Guest:
         run = self.vm.run
         r = kvm_run_raw(self.vm.vcpu)
         if r < 0:
-            if r == -errno.EINTR or r == -errno.EAGAIN:
-                return -errno.EINTR if r == -errno.EINTR else 0
-            raise OSError(-r, "KVM_RUN: " + __import__("os").strerror(-r))
+            # A kick (the timer, a break, another Guest's DMA) just means "look again"; any other
+            # signal is the Launcher's, and read() returns EINTR for it.
+            if r == -errno.EINTR:
+                return 0 if self.kicker.drain() else -errno.EINTR
+            if r == -errno.EAGAIN:
+                return 0
+            raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
         reason = run.exit_reason
         if reason == KVM_EXIT_IO and run.u.io.port == SWITCHER_PORT:
             self.in_switcher = True
@@ -245,7 +252,15 @@ class Guest:
 
     # H:190 Letting go (2.6.23's release): the VM, the vCPU, the shadow tables and the Host slot.
     # :*
+    def set_clockevent(self, delta_ns):
+        """SET_CLOCKEVENT: IRQ 0 in delta_ns nanoseconds; 0 cancels; a new call replaces the old."""
+        self.timer_deadline = None if delta_ns == 0 else time.monotonic_ns() + delta_ns
+        self.kicker.arm(self.timer_deadline)
+
     def release(self):
+        if self.kicker is not None:
+            self.kicker.close()
+            self.kicker = None
         if self.vm is not None:
             self.vm.close()
             self.vm = None
@@ -257,6 +272,20 @@ class Guest:
         except BufferError:
             pass   # a view still exported; the mapping goes when the last one does
         self.mem.release()
+
+
+# H:140 tsc_khz tells the Guest it may use the TSC as its clock.  2.6.23 gave it only when the host's
+# TSC ran at a constant rate and did not stop in idle states; so do we, taking the rate from KVM.
+# :*
+def host_tsc_khz(vm):
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return 0
+    if "constant_tsc" in flags and "nonstop_tsc" in flags:
+        return vm.tsc_khz()
+    return 0
 
 
 _U32 = struct.Struct("<I")

@@ -76,10 +76,12 @@ def deliver_trap(lg, num):
 # :*
 def handle_trap(lg, trapnum):
     f = lg.frame
+    if trapnum == 6:
+        trapnum = assist.fixup_ud(lg) or 6      # kvm-pvm: a user-mode `int n` arrives as #UD
     if trapnum == 13:
         if f.errcode == 0 and emulate_insn(lg):
             return
-        if assist.fixup_gp(lg):
+        if assist.fixup_gp(lg) or direct_int(lg):
             return
     elif trapnum == 14:
         if lg.shadow.demand_page(f.cr2 & 0xFFFFFFFF, f.errcode):
@@ -94,16 +96,52 @@ def handle_trap(lg, trapnum):
     elif trapnum == 7:
         if not lg.ts:
             return
-    elif trapnum == 6 and assist.fixup_ud(lg):
-        return
-    elif trapnum >= 32 or trapnum == abi.LGUEST_TRAP_ENTRY:
-        return
+    elif trapnum == 2 or trapnum >= 32 or trapnum == abi.LGUEST_TRAP_ENTRY:
+        return                                   # NMI, a kick, a hypercall: nothing to reflect
     if lg.dead is not None:
         return
     if not deliver_trap(lg, trapnum):
         extra = f.cr2 if trapnum == 14 else f.errcode
         lg.kill_guest("unhandled trap %d at %#x (%#x)" % (trapnum, f.eip & 0xFFFFFFFF,
                                                             extra & 0xFFFFFFFF))
+
+
+# H:425 Direct traps.  2.6.23 copied some of the Guest's gates into the real IDT, so the CPU took
+# those traps straight to the Guest: vectors below 32 and the system call vector 0x80, when the Guest
+# made them trap gates, except the four the Host must see (7, 13, 14 and the hypercall).  Our IDT
+# cannot hold 32-bit gates, so a Guest `int $0x80` raises #GP(0x80*8+2) here, and the Host does what
+# the CPU would have done with the Guest's gate: check its DPL, step over the `int`, and build the
+# same frame, leaving the virtual interrupt flag alone as a trap gate does.  Hardware exceptions on
+# those vectors (a divide error, say) already reach the Guest through deliver_trap().
+# :*
+def direct_trap(lg, vector):
+    if not (vector < 32 or vector == abi.SYSCALL_VECTOR) or vector in (7, 13, 14, abi.LGUEST_TRAP_ENTRY):
+        return None
+    lo, hi = lg.syscall_idt if vector == abi.SYSCALL_VECTOR else lg.idt[vector]
+    if not idt_present(hi) or idt_type(hi) != GATE_TRAP:
+        return None
+    return lo, hi
+
+
+def direct_int(lg):
+    f = lg.frame
+    if f.errcode & 7 != 2:
+        return False
+    vector = (f.errcode >> 3) & 0xFF
+    gate = direct_trap(lg, vector)
+    if gate is None or (gate[1] >> 13) & 3 < f.cs & 3:
+        return False
+    code = assist.read_code(lg, f.eip, 2)
+    if code == bytes([0xCD, vector]):
+        length = 2
+    elif code[:1] == b"\xcc" and vector == 3:
+        length = 1
+    else:
+        return False
+    f.eip = (f.eip + length) & 0xFFFFFFFF
+    lg.direct_traps += 1
+    set_guest_interrupt(lg, gate[0], gate[1], False)
+    return True
 
 
 # H:430 IN and OUT.  The Guest kernel runs at CPL 1 with no I/O permission, so a stray port access
@@ -220,18 +258,33 @@ def write_timestamp(lg):
                + (now % 1_000_000_000).to_bytes(4, "little"))
 
 
-def halt_wait(lg, owner):
+# H:460 The clock event: a one-shot timer in nanoseconds.  When it expires IRQ 0 becomes pending; the
+# Kicker's POSIX timer has already kicked the vCPU out of the Guest (or out of its HALT sleep) so the
+# run loop gets here promptly.  2.6.23 used an absolute CLOCK_REALTIME hrtimer; the monotonic clock
+# measures the same delta without caring if someone sets the date meanwhile.
+# :*
+def check_timer(lg):
+    if lg.timer_deadline is not None and time.monotonic_ns() >= lg.timer_deadline:
+        lg.timer_deadline = None
+        lg.irqs_pending |= 1
+
+
+# H:470 HALT: the Guest has nothing to do until an interrupt.  The vCPU thread sleeps — really
+# sleeps, in sigtimedwait(), burning no CPU — until a kick (the timer, a break request, a DMA from
+# another Guest) or the timer's deadline.  Back in the run loop, maybe_do_interrupt() delivers and
+# turns the Guest's interrupts on, the "sti; hlt" that HALT means.
+# :*
+def halt_wait(lg):
     """Sleep while halted until an interrupt can be delivered; 0 to go round the loop again."""
     while lg.halted:
         if lg.dead is not None:
             return -errno.ENOENT
-        if owner.signal_pending():
-            return -errno.EINTR
         if lg.break_out:
             return -errno.EAGAIN
-        if lg.irqs_pending & ~(lg.peek_u32(lg.data_field("blocked_interrupts")) or 0):
+        check_timer(lg)
+        blocked = lg.peek_u32(lg.data_field("blocked_interrupts")) or 0
+        if lg.irqs_pending & ~blocked:
             return 0
-        r = owner.wait_for_event(lg.timer_deadline())
-        if r:
-            return r
+        if lg.kicker.sleep(lg.timer_deadline) == -errno.EINTR:
+            return -errno.EINTR
     return 0

@@ -91,6 +91,14 @@ class kvm_interrupt(Struct):
     _fields_ = [("irq", u32)]
 
 
+class kvm_signal_mask(Struct):
+    _fields_ = [("len", u32)]
+
+
+class kvm_signal_mask_buf(Struct):
+    _fields_ = [("len", u32), ("sigset", u8 * 8)]
+
+
 class kvm_run_io(Struct):
     _fields_ = [("direction", u8), ("size", u8), ("port", u16), ("count", u32), ("data_offset", u64)]
 
@@ -129,6 +137,9 @@ KVM_GET_SREGS = _IOR(0x83, kvm_sregs)
 KVM_SET_SREGS = _IOW(0x84, kvm_sregs)
 KVM_INTERRUPT = _IOW(0x86, kvm_interrupt)
 KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2)
+KVM_SET_SIGNAL_MASK = _IOW(0x8B, kvm_signal_mask)
+KVM_GET_TSC_KHZ = _IO(0xA3)
+KVM_NMI = _IO(0x9A)
 
 IOCTL_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("KVM_") and isinstance(v, int)}
 
@@ -268,6 +279,20 @@ class VM:
 
     def set_sregs(self, sregs):
         ioctl(self.vcpu, KVM_SET_SREGS, sregs)
+
+    def set_signal_mask(self, sigset):
+        """The signal mask the vCPU thread has while KVM_RUN runs the Guest (8-byte sigset)."""
+        ioctl(self.vcpu, KVM_SET_SIGNAL_MASK, kvm_signal_mask_buf(8, (u8 * 8)(*sigset)))
+
+    def tsc_khz(self):
+        """The vCPU's TSC frequency in kHz, or 0 where KVM cannot say."""
+        try:
+            return ioctl(self.vcpu, KVM_GET_TSC_KHZ)
+        except OSError:
+            return 0
+
+    def nmi(self):
+        ioctl(self.vcpu, KVM_NMI)
 
     def interrupt(self, vector):
         ioctl(self.vcpu, KVM_INTERRUPT, kvm_interrupt(vector))

@@ -60,7 +60,6 @@ class Lguest:
         self.owner = None
         self.id_fd = -1
         self._cond = threading.Condition()
-        self._interrupted = False
 
     @property
     def kind(self):
@@ -117,15 +116,20 @@ class Lguest:
         self.owner = threading.get_ident()
         return 16
 
+    # L:140 BREAK, the Waker's request.  "On" makes the running Guest come out (read() returns EAGAIN)
+    # and then waits, as 2.6.23's writer slept, until the Launcher has serviced its input and written
+    # "off".  Closing the device releases a waiting writer too.
+    # :*
     def _break(self, on):
+        lg = self.guest
         with self._cond:
             if on:
-                self.guest.break_out = True
-                self._cond.notify_all()
-                while self.guest is not None and self.guest.break_out and self.guest.dead is None:
-                    self._cond.wait(0.5)
+                lg.break_out = True
+                lg.kicker.kick()
+                while self.guest is lg and lg.break_out and lg.dead is None:
+                    self._cond.wait()
             else:
-                self.guest.break_out = False
+                lg.break_out = False
                 self._cond.notify_all()
         return 0
 
@@ -143,21 +147,10 @@ class Lguest:
             msg = lg.dead.encode("latin-1") + b"\0"
             return msg[:max(0, size)]
         lg.dma_is_pending = False
-        r = lg.run(self)
+        r = lg.run()
         if isinstance(r, bytes):
             return r
         raise OSError(-r, os.strerror(-r))
-
-    def signal_pending(self):
-        if self._interrupted:
-            self._interrupted = False
-            return True
-        return False
-
-    def wait_for_event(self, deadline):
-        with self._cond:
-            self._cond.wait(0.01)
-        return 0
 
     def close(self):
         lg, self.guest = self.guest, None

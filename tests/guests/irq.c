@@ -1,0 +1,148 @@
+/* Interrupt, timer and HALT scenarios, one per MODE (tests/test_interrupts.py). */
+#include "lguest.h"
+
+#define CHECKPOINT_KEY 0x2000
+static struct lguest_dma cp_dma;
+static __attribute__((unused)) void checkpoint(unsigned tag)
+{
+	cp_dma.used_len = 0;
+	cp_dma.len[0] = 0;
+	cp_dma.addr[0] = tag;
+	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
+}
+
+static volatile unsigned log[16], nlog, ticks;
+static volatile unsigned seen_enabled, seen_eflags, seen_cs, seen_eip, seen_sec;
+
+static void irq_handler(struct trapframe *tf)
+{
+	if (nlog < 16)
+		log[nlog++] = tf->trapnum - 32;
+	seen_enabled = lguest_data.irq_enabled;
+	seen_eflags = tf->eflags;
+	seen_cs = tf->cs;
+	seen_eip = tf->eip;
+	seen_sec = lguest_data.time.tv_sec;
+	if (tf->trapnum == 32)
+		ticks++;
+}
+
+static __attribute__((unused)) void print_log(const char *what)
+{
+	printk("%s:", what);
+	for (unsigned i = 0; i < nlog; i++)
+		printk(" %u", log[i]);
+	printk("\n");
+}
+
+static __attribute__((unused)) void nm_handler(struct trapframe *tf)
+{
+	(void)tf;
+	ticks++;
+	hcall(LHCALL_TS, 0, 0, 0);
+}
+
+/* The noirq window test: a loop of hypercalls whose every exit leaves EIP inside the window. */
+extern char win_start[], win_end[];
+static volatile unsigned counter;
+__asm__(".text\n.globl window_loop, win_start, win_end\n"
+	"window_loop:\nwin_start:\n"
+	"\txorl %eax, %eax\n\tint $0x1f\n\tincl counter\n\tcmpl $5, counter\n\tjne win_start\n"
+	"win_end:\n\tret\n");
+void window_loop(void);
+
+static __attribute__((unused)) void spin(unsigned n)
+{
+	for (volatile unsigned i = 0; i < n; i++)
+		;
+}
+
+int main(void)
+{
+#if MODE == 4
+	lguest_data.noirq_start = (unsigned long)win_start;
+	lguest_data.noirq_end = (unsigned long)win_end;
+	for (int i = 0; i < 64; i++)
+		lguest_data.hcall_status[i] = 0xFF;
+	hcall(LHCALL_LGUEST_INIT, __pa(&lguest_data), 0, 0);
+#else
+	lguest_init();
+#endif
+	for (int v = 32; v < 38; v++)
+		install_trap(v, irq_handler, v == 36 ? GATE_TRAP : GATE_INTERRUPT, 0);
+	lguest_data.blocked_interrupts = 0;
+
+#if MODE == 1	/* one IRQ through an interrupt gate, one through a trap gate: the frame and flags */
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	checkpoint(1);		/* the test raises IRQ 3 here */
+	printk("irq %u enabled_in_handler=%x eflags_if=%x cs=%x eip_ok=%u sec=%u enabled_after=%x\n",
+	       log[0], seen_enabled, seen_eflags & X86_EFLAGS_IF, seen_cs,
+	       seen_eip > 0xC0100000 && seen_eip < (unsigned)win_start + 0x10000, seen_sec,
+	       (unsigned)lguest_data.irq_enabled);
+	checkpoint(2);		/* IRQ 4: a trap gate */
+	printk("irq %u enabled_in_handler=%x\n", log[1], seen_enabled);
+#elif MODE == 2	/* lowest first; a blocked IRQ waits until unblocked */
+	lguest_data.blocked_interrupts = 1 << 4;
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	checkpoint(1);		/* the test raises 5, 3 and 4 */
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	print_log("blocked");
+	lguest_data.blocked_interrupts = 0;
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	print_log("unblocked");
+#elif MODE == 3	/* nothing arrives while interrupts are disabled; an IRQ with no gate stays pending */
+	lguest_data.irq_enabled = 0;
+	checkpoint(1);		/* the test raises 3 and 6 */
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	print_log("disabled");
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	print_log("enabled");
+	install_trap(38, irq_handler, GATE_INTERRUPT, 0);
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	print_log("gate");
+#elif MODE == 4	/* the noirq window */
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	checkpoint(1);		/* the test raises 3 */
+	window_loop();
+	hcall(LHCALL_FLUSH_ASYNC, 0, 0, 0);
+	printk("delivered after %u hypercalls in the window: %u\n", counter, nlog);
+#elif MODE == 5	/* the timer kicks a Guest that never exits; 0 cancels; HALT sleeps until IRQ 0 */
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	hcall(LHCALL_SET_CLOCKEVENT, 2000000, 0, 0);
+	while (!ticks)
+		;
+	printk("tick\n");
+	hcall(LHCALL_SET_CLOCKEVENT, 5000000, 0, 0);
+	hcall(LHCALL_SET_CLOCKEVENT, 0, 0, 0);
+	spin(20000);
+	printk("cancelled: ticks=%u\n", ticks);
+	checkpoint(1);
+	hcall(LHCALL_SET_CLOCKEVENT, 1000000000, 0, 0);
+	hcall(LHCALL_SET_CLOCKEVENT, 300000000, 0, 0);	/* replaces the 1 s expiry */
+	lguest_data.irq_enabled = 0;
+	hcall(LHCALL_HALT, 0, 0, 0);
+	printk("woke: ticks=%u enabled=%x\n", ticks, (unsigned)lguest_data.irq_enabled);
+	checkpoint(2);
+#elif MODE == 6	/* a busy Guest: for break-out and signals */
+	checkpoint(1);
+	spin(300000);
+	printk("done\n");
+#elif MODE == 7	/* a halted Guest with no timer: only a break gets the Launcher back */
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	hcall(LHCALL_HALT, 0, 0, 0);
+	print_log("woke");
+#elif MODE == 8	/* the virtual TS flag: #NM reaches the Guest only while it is set */
+	install_trap(7, nm_handler, GATE_TRAP, 0);
+	hcall(LHCALL_TS, 8, 0, 0);
+	__asm__ volatile("movaps %%xmm0, %%xmm1" ::: "memory");
+	printk("nm=%u\n", ticks);
+	__asm__ volatile("movaps %%xmm1, %%xmm0" ::: "memory");
+	printk("nm=%u\n", ticks);
+#elif MODE == 9	/* an NMI is the Host's business: the Guest carries on */
+	checkpoint(1);
+	printk("still here\n");
+#endif
+	return 0;
+}

@@ -1,0 +1,184 @@
+"""Interrupts, the timer, HALT, break-out and signals, on Guests that really run."""
+import errno
+import signal
+import struct
+import threading
+import time
+
+import psutil
+import pytest
+
+from lguest_kvm import abi
+import guestrun
+
+pytestmark = pytest.mark.kvm
+CHECKPOINT_KEY = 0x2000
+
+
+def req(*words):
+    return struct.pack("<%dI" % len(words), *words)
+
+
+def boot(mode):
+    return guestrun.Booted(guestrun.build("irq.c", cflags=(f"-DMODE={mode}",)))
+
+
+def run_mode(mode, on_checkpoint):
+    g = boot(mode)
+    tags = []
+
+    def on_dma(b, dma, key):
+        if key == CHECKPOINT_KEY:
+            tag = abi.lguest_dma.from_buffer(b.mem, dma).addr[0]
+            tags.append(tag)
+            on_checkpoint(b, tag)
+    try:
+        why = g.run(on_dma=on_dma)
+    finally:
+        g.close()
+    assert why == "CRASH: Power down", why + g.text
+    return g.text, tags
+
+
+def raise_irqs(*irqs):
+    def on_checkpoint(b, tag):
+        for irq in irqs:
+            b.lg.write(req(abi.LHREQ_IRQ, irq))
+    return on_checkpoint
+
+
+def test_interrupt_gate_frame_and_flags():
+    before = int(time.time())
+    text, _ = run_mode(1, lambda b, tag: b.lg.write(req(abi.LHREQ_IRQ, 3 if tag == 1 else 4)))
+    first, second = text.splitlines()
+    f = dict(kv.split("=") for kv in first.split()[2:])
+    assert first.split()[:2] == ["irq", "3"]
+    assert f["enabled_in_handler"] == "0"          # an interrupt gate turns virtual interrupts off
+    assert f["eflags_if"] == "200"                 # the pushed eflags carry the virtual IF
+    assert f["cs"] == "61" and f["eip_ok"] == "1"
+    assert int(f["sec"]) >= before                  # `time` is written on delivery
+    assert f["enabled_after"] == "200"             # lguest_iret restored it from the frame
+    assert second == "irq 4 enabled_in_handler=200"  # a trap gate leaves them alone
+
+
+def test_lowest_irq_first_and_blocked_waits():
+    text, _ = run_mode(2, raise_irqs(5, 3, 4))
+    assert text == "blocked: 3 5\nunblocked: 3 5 4\n"
+
+
+def test_disabled_interrupts_and_missing_gate():
+    text, _ = run_mode(3, raise_irqs(3, 6))
+    assert text == "disabled:\nenabled: 3\ngate: 3 6\n"
+
+
+def test_no_interrupt_inside_the_noirq_window():
+    text, _ = run_mode(4, raise_irqs(3))
+    assert text == "delivered after 5 hypercalls in the window: 1\n"
+
+
+def test_timer_kicks_a_running_guest_and_halt_sleeps():
+    proc = psutil.Process()
+    marks = {}
+
+    def on_checkpoint(b, tag):
+        marks[tag] = (time.monotonic(), sum(proc.cpu_times()[:2]))
+    text, tags = run_mode(5, on_checkpoint)
+    assert text.splitlines() == ["tick", "cancelled: ticks=1", "woke: ticks=2 enabled=0"] or \
+        text.splitlines()[:2] == ["tick", "cancelled: ticks=1"]
+    lines = text.splitlines()
+    assert lines[2].startswith("woke: ticks=2")
+    wall = marks[2][0] - marks[1][0]
+    cpu = marks[2][1] - marks[1][1]
+    assert 0.25 < wall < 0.9, wall              # the 300 ms expiry replaced the 1 s one
+    assert cpu < 0.15, cpu                       # HALT slept: no busy loop
+
+
+def test_halt_wakeup_enables_interrupts():
+    text, _ = run_mode(5, lambda b, tag: None)
+    # irq_enabled was 0 before HALT; waking set it to 0x200 so the tick was delivered, and the
+    # handler's interrupt gate... the Guest printed what it saw after lguest_iret restored it.
+    assert "woke: ticks=2 enabled=200" in text
+
+
+def test_break_from_another_thread():
+    g = boot(6)
+    try:
+        g.lg.read(8)                                  # the checkpoint: the Guest now spins
+        done = {}
+
+        def waker():
+            t = time.monotonic()
+            done["r"] = g.lg.write(req(abi.LHREQ_BREAK, 1))
+            done["t"] = time.monotonic() - t
+        t = threading.Thread(target=waker)
+        t.start()
+        with pytest.raises(OSError) as e:
+            g.lg.read(8)
+        assert e.value.errno == errno.EAGAIN
+        time.sleep(0.1)
+        assert t.is_alive()                           # the writer of "on" waits for "off"
+        assert g.lg.write(req(abi.LHREQ_BREAK, 0)) == 0
+        t.join(5)
+        assert done["r"] == 0 and done["t"] >= 0.1
+        assert g.run() == "CRASH: Power down"
+        assert g.text == "done\n"                     # the Guest resumed where it was
+    finally:
+        g.close()
+
+
+def test_break_wakes_a_halted_guest_and_irq_waits_for_read():
+    g = boot(7)
+    try:
+        t = threading.Timer(0.2, lambda: g.lg.write(req(abi.LHREQ_BREAK, 1)))
+        t.start()
+        with pytest.raises(OSError) as e:
+            g.lg.read(8)
+        assert e.value.errno == errno.EAGAIN
+        assert g.lg.guest.halted
+        g.lg.write(req(abi.LHREQ_IRQ, 3))             # pending, delivered by the next read()
+        assert g.lg.guest.halted
+        g.lg.write(req(abi.LHREQ_BREAK, 0))
+        t.join()
+        assert g.run() == "CRASH: Power down"
+        assert g.text == "woke: 3\n"
+    finally:
+        g.close()
+
+
+def test_signal_gives_eintr_and_the_guest_resumes():
+    g = boot(6)
+    old = signal.signal(signal.SIGALRM, lambda *a: None)
+    try:
+        g.lg.read(8)
+        signal.setitimer(signal.ITIMER_REAL, 0.03)
+        with pytest.raises(OSError) as e:
+            g.lg.read(8)
+        assert e.value.errno == errno.EINTR
+        assert g.run() == "CRASH: Power down"
+        assert g.text == "done\n"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        g.close()
+
+
+def test_virtual_ts_flag():
+    g = boot(8)
+    try:
+        assert g.run() == "CRASH: Power down"
+        assert g.text == "nm=1\nnm=1\n"
+    finally:
+        g.close()
+
+
+def test_nmi_is_swallowed():
+    g = boot(9)
+    try:
+        g.lg.read(8)
+        g.lg.guest.vm.nmi()
+        assert g.run() == "CRASH: Power down"
+        exits = dict(g.lg.guest.exits) if g.lg.guest else {}
+    finally:
+        g.close()
+    assert g.text == "still here\n"
+    assert exits.get(2) == 1
