@@ -83,21 +83,13 @@ def test_timer_kicks_a_running_guest_and_halt_sleeps():
     def on_checkpoint(b, tag):
         marks[tag] = (time.monotonic(), sum(proc.cpu_times()[:2]))
     text, tags = run_mode(5, on_checkpoint)
-    assert text.splitlines() == ["tick", "cancelled: ticks=1", "woke: ticks=2 enabled=0"] or \
-        text.splitlines()[:2] == ["tick", "cancelled: ticks=1"]
-    lines = text.splitlines()
-    assert lines[2].startswith("woke: ticks=2")
+    # irq_enabled was 0 before HALT: waking turned it on, so the tick was delivered and the frame
+    # carried IF, which lguest_iret put back.
+    assert text.splitlines() == ["tick", "cancelled: ticks=1", "woke: ticks=2 enabled=200"]
     wall = marks[2][0] - marks[1][0]
     cpu = marks[2][1] - marks[1][1]
     assert 0.25 < wall < 0.9, wall              # the 300 ms expiry replaced the 1 s one
     assert cpu < 0.15, cpu                       # HALT slept: no busy loop
-
-
-def test_halt_wakeup_enables_interrupts():
-    text, _ = run_mode(5, lambda b, tag: None)
-    # irq_enabled was 0 before HALT; waking set it to 0x200 so the tick was delivered, and the
-    # handler's interrupt gate... the Guest printed what it saw after lguest_iret restored it.
-    assert "woke: ticks=2 enabled=200" in text
 
 
 def test_break_from_another_thread():
