@@ -19,7 +19,8 @@ from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KV
 from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, FRAME_LINEAR, RESUME_LINEAR,
                        switcher_sregs, CR0_GUEST, CR0_TS, INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
-from . import assist, hypercalls, interrupts_and_traps, segments
+from . import assist, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
+from . import segments  # noqa: F401  (hypercalls reach it; listed for the reader)
 from .kick import Kicker
 
 RAM_SLOT, HOST_SLOT = 0, 1
@@ -35,6 +36,9 @@ class Guest:
         self.pfn_limit = pfn_limit
         self.page_offset = page_offset
         self.mem = memoryview(memory).cast("B")
+        self.keys = guest_memory.KeyCache(guest_memory.buffer_address(memory))
+        self.nonce = int.from_bytes(os.urandom(8), "little")
+        self.registered = False
         # Pages the Launcher's buffer really backs; a Guest PTE beyond them cannot be mapped.
         self.backed_pages = min(len(self.mem) // 4096, pfn_limit, 1 << 20)
         self.dead = None                      # the death message, once killed
@@ -69,6 +73,7 @@ class Guest:
             if self.backed_pages:
                 self.vm.set_memory(RAM_SLOT, 0, memory, self.backed_pages * 4096)
             self.vm.set_memory(HOST_SLOT, HOST_BASE, self.hmem, HOST_SLOT_SIZE)
+            self.register_hostwide(memory)
             self.switcher = Switcher(self.hmem)
             self.frame = self.switcher.frame
             self.shadow = ShadowPages(self)
@@ -101,6 +106,23 @@ class Guest:
         self.in_switcher = True
         self.shadow.changed = False
         self.loaded_cr3, self.loaded_ts = self.shadow.current.pml4, self.ts
+
+    # H:115 Telling the other Guests on this host where this one's memory is and which thread runs it,
+    # so that a DMA to a shared key can reach it (hostwide.py).
+    # :*
+    def register_hostwide(self, memory):
+        memfd = guest_memory.memfd_of(memory)
+        fd, size = memfd if memfd else (-1, 0)
+        hostwide.registry().register(self.guestid, self.nonce, fd, size, self.pfn_limit,
+                                     self.kicker.tid)
+        self.registered = True
+
+    def collect_remote(self):
+        """IRQs other Guests raised for us, and a death one of them passed on us."""
+        irqs, msg = hostwide.registry().collect(self.guestid, self.nonce)
+        self.irqs_pending |= irqs
+        if msg is not None:
+            self.kill_guest(msg)
 
     def guest_cr0(self):
         return CR0_GUEST | (CR0_TS if self.ts else 0)
@@ -179,6 +201,7 @@ class Guest:
             if self.break_out:
                 return -errno.EAGAIN
             interrupts_and_traps.check_timer(self)
+            self.collect_remote()
             interrupts_and_traps.maybe_do_interrupt(self)
             if self.dead is not None:
                 return -errno.ENOENT
@@ -258,6 +281,10 @@ class Guest:
         self.kicker.arm(self.timer_deadline)
 
     def release(self):
+        if self.registered:
+            hostwide.registry().unregister(self.guestid, self.nonce)
+            self.registered = False
+        io.release_bindings(self)
         if self.kicker is not None:
             self.kicker.close()
             self.kicker = None

@@ -282,6 +282,7 @@ def halt_wait(lg):
         if lg.break_out:
             return -errno.EAGAIN
         check_timer(lg)
+        lg.collect_remote()
         blocked = lg.peek_u32(lg.data_field("blocked_interrupts")) or 0
         if lg.irqs_pending & ~blocked:
             return 0

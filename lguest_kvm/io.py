@@ -6,33 +6,44 @@
 # :*
 import ctypes
 import errno
+import struct
 
-from . import abi
+from . import abi, hostwide
 
 DMA_SIZE = ctypes.sizeof(abi.lguest_dma)
 _USED_LEN = abi.lguest_dma.used_len.offset
 
 
 class DmaInfo:
-    """One binding (2.6.23's struct lguest_dma_info)."""
-    __slots__ = ("key", "dmas", "next_dma", "num_dmas", "interrupt")
+    """One binding (2.6.23's struct lguest_dma_info); `shared` holds the file identity of a shared key."""
+    __slots__ = ("key", "dmas", "next_dma", "num_dmas", "interrupt", "shared")
 
-    def __init__(self, key, dmas, num_dmas, interrupt):
+    def __init__(self, key, dmas, num_dmas, interrupt, shared):
         self.key, self.dmas, self.num_dmas, self.interrupt = key, dmas, num_dmas, interrupt
-        self.next_dma = 0
+        self.next_dma, self.shared = 0, shared
 
 
 # H:710 A key is a Guest-physical address, which must be 4-byte aligned and inside the Launcher's
 # memory (2.6.23 asked the futex code to resolve it in the Launcher's address space).  Keys are not
-# checked against pfn_limit: the device pages above it are where they usually live.
+# checked against pfn_limit: the device pages above it are where they usually live.  A key in a page
+# the Launcher mapped from a file with MAP_SHARED is shared, and is known by the file's identity.
 # :*
 def key_ok(lg, key):
     return key % 4 == 0 and key + 4 <= len(lg.mem)
 
 
+def key_identity(lg, key):
+    return lg.keys.identity(key)
+
+
+def _same_key(lg, info, key, shared):
+    return info.shared == shared if shared is not None else (info.shared is None and info.key == key)
+
+
 # H:720 BIND_DMA: take one of the Guest's 32 binding records, or with irq 0 give one back.  The
 # answer goes back in eax: 1 for success, 0 for failure.  A second unbind of the same pair finds
 # nothing live and returns 0 (2.6.23 matched its stale record again; that was a bug, not an ABI).
+# Bindings to shared keys are also published in the host-wide registry, for other Guests to find.
 # :*
 def bind_dma(lg, key, dmas, num, irq):
     num &= 0xFFFF
@@ -41,25 +52,35 @@ def bind_dma(lg, key, dmas, num, irq):
     if not key_ok(lg, key):
         lg.kill_guest("bad dma key %#x" % key)
         return 0
+    shared = key_identity(lg, key)
     if irq == 0:
         for i, info in enumerate(lg.dma):
-            if info is not None and info.key == key and info.dmas == dmas:
+            if info is not None and _same_key(lg, info, key, shared) and info.dmas == dmas:
                 lg.dma[i] = None
+                if shared is not None:
+                    hostwide.registry().unbind(lg.guestid, i)
                 return 1
         return 0
     for i, info in enumerate(lg.dma):
         if info is None:
-            lg.dma[i] = DmaInfo(key, dmas, num, irq)
+            lg.dma[i] = DmaInfo(key, dmas, num, irq, shared)
+            if shared is not None:
+                hostwide.registry().bind(lg.guestid, i, shared, dmas, num, irq)
             return 1
     return 0
 
 
 # H:730 SEND_DMA to a private key: the Host does not even look at the buffer list; it notes it, and
 # the run loop hands {dma, key} to the Launcher, which checks and services it and writes used_len.
+# A shared key goes to another Guest instead, never to the Launcher.
 # :*
 def send_dma(lg, key, udma):
     if not key_ok(lg, key):
         lg.kill_guest("bad sending DMA key")
+        return
+    shared = key_identity(lg, key)
+    if shared is not None:
+        send_to_guest(lg, shared, udma)
         return
     lg.dma_is_pending = True
     lg.pending_dma, lg.pending_key = udma, key
@@ -70,8 +91,9 @@ def send_dma(lg, key, udma):
 # IRQ to raise is written into used_len, where the Launcher reads it.
 # :*
 def get_dma(lg, key):
+    shared = key_identity(lg, key) if key_ok(lg, key) else None
     for info in lg.dma:
-        if info is None or info.key != key:
+        if info is None or not _same_key(lg, info, key, shared):
             continue
         if info.num_dmas == 0:
             break
@@ -88,3 +110,117 @@ def get_dma(lg, key):
         lg.lgwrite_u32(addr + _USED_LEN, info.interrupt)
         return addr
     return -errno.ENOENT
+
+
+# H:790 Guest to Guest (2.6.23's send_dma to a shared key, and dma_transfer).  Under the registry
+# lock, the most recently bound live receiver that is not the sender gets the data: the first of its
+# buffers from next_dma on with used_len 0.  Both buffer lists are checked first — no section over a
+# page, none crossing a page, all inside its owner's pfn_limit — and a bad one kills its owner.  Then
+# the sections are copied as two streams, the total goes into both used_lens, and the receiver's
+# IRQ is raised, even for an empty "ping".  A receiver with no free buffer still gets its IRQ, and
+# the send is tried once more, as 2.6.23 did, to give it a chance to make room.
+# :*
+def send_to_guest(lg, ident, udma):
+    reg = hostwide.registry()
+    for attempt in (0, 1):
+        with reg:
+            result = _transfer_once(lg, reg, ident, udma)
+        if result != "full":
+            return
+
+
+def _transfer_once(lg, reg, ident, udma):
+    for gid, b in reg.receivers(ident, lg.guestid):
+        if reg.purge_if_dead(gid):
+            continue
+        peer = reg.peer_memory(gid)
+        if peer is None:
+            continue
+        return dma_transfer(lg, reg, gid, b, memoryview(peer), udma)
+    return "none"
+
+
+def _read_dma(mem, limit, addr):
+    if addr + DMA_SIZE > limit or addr + DMA_SIZE > len(mem):
+        return None
+    return abi.lguest_dma.from_buffer_copy(mem, addr)
+
+
+def _sections(dma):
+    out = []
+    for addr, length in zip(dma.addr, dma.len):
+        if length == 0:
+            break
+        out.append((addr, length))
+    return out
+
+
+def check_dma_list(limit_bytes, sections):
+    """The bad section's (len, addr), or None when every section is fine."""
+    for addr, length in sections:
+        end = addr + length
+        if end // 4096 >= limit_bytes // 4096 or end > 0xFFFFFFFF or length > 4096 \
+                or (addr % 4096) + length > 4096:
+            return length, addr
+    return None
+
+
+def dma_transfer(lg, reg, gid, b, peer, udma):
+    slot = reg.table.slots[gid]
+    peer_limit = min(slot.pfn_limit * 4096, len(peer))
+    src = _read_dma(lg.mem, lg.pfn_limit * 4096, udma) if lg.address_ok(udma, DMA_SIZE) else None
+    if src is None:
+        lg.kill_guest("bad address in sending DMA")
+        src = abi.lguest_dma()
+    num = b.num or 1
+    for i in range(num):
+        at = b.dmas + ((b.next_dma + i) % num) * DMA_SIZE
+        dst = _read_dma(peer, peer_limit - 1, at)
+        if dst is None:
+            reg.kill(gid, "bad address in registered DMA struct")
+            return "dead"
+        if dst.used_len == 0:
+            break
+    else:
+        reg.raise_irq(gid, b.irq)
+        return "full"
+    dst_sections, src_sections = _sections(dst), _sections(src)
+    bad = check_dma_list(peer_limit, dst_sections)
+    if bad:
+        reg.kill(gid, "bad DMA entry: %u@%#x" % bad)
+        return "dead"
+    bad = check_dma_list(lg.pfn_limit * 4096, src_sections)
+    if bad:
+        lg.kill_guest("bad DMA entry: %u@%#x" % bad)
+        return "dead"
+    total = copy_sections(lg.mem, src_sections, peer, dst_sections)
+    lg.lgwrite_u32(udma + _USED_LEN, total)
+    if total == 0 and src.len[0] != 0:
+        return "failed"
+    struct.pack_into("<I", peer, at + _USED_LEN, total)
+    b.next_dma = (b.next_dma + 1) & 0xFFFF
+    reg.raise_irq(gid, b.irq)
+    return "done"
+
+
+def copy_sections(src_mem, src, dst_mem, dst):
+    """Copy the src sections into the dst sections as two streams; the bytes copied."""
+    total, si, di, soff, doff = 0, 0, 0, 0, 0
+    while si < len(src) and di < len(dst):
+        saddr, slen = src[si]
+        daddr, dlen = dst[di]
+        n = min(slen - soff, dlen - doff)
+        dst_mem[daddr + doff:daddr + doff + n] = src_mem[saddr + soff:saddr + soff + n]
+        total += n
+        soff += n
+        doff += n
+        if soff == slen:
+            si, soff = si + 1, 0
+        if doff == dlen:
+            di, doff = di + 1, 0
+    return total
+
+
+def release_bindings(lg):
+    """close(): forget every binding (2.6.23's release unbound all the Guest's arrays)."""
+    lg.dma = [None] * abi.LGUEST_MAX_DMA

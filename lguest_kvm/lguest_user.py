@@ -10,40 +10,15 @@
 #     lg.read(8)                          # runs the Guest: {dma, key}, or the death message
 # :*
 import errno
-import fcntl
 import os
 import struct
-import tempfile
 import threading
 
-from . import abi, io
+from . import abi, hostwide, io
 from .core import Guest
 from .kvm import KVM
 
 _WORD = struct.Struct("<I")
-
-
-# L:110 Guest ids.  2.6.23 had one array of 16 Guests for the whole kernel, so ids were unique on the
-# host, and the network driver builds the Guest's MAC address from its id.  Our Guests live in many
-# processes, so the 16 slots are 16 lock files: a slot is taken by holding a lock on its file, and
-# the kernel lets go of the lock when the process dies, however it dies.
-# :*
-def _id_dir():
-    d = os.environ.get("LGUEST_KVM_IDDIR") or os.path.join(tempfile.gettempdir(), "lguest-kvm-ids")
-    os.makedirs(d, mode=0o1777, exist_ok=True)
-    return d
-
-
-def _take_guest_id():
-    d = _id_dir()
-    for n in range(abi.MAX_LGUEST_GUESTS):
-        fd = os.open(os.path.join(d, str(n)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return n, fd
-        except BlockingIOError:
-            os.close(fd)
-    raise OSError(errno.ENOSPC, "all %d Guest slots are in use" % abi.MAX_LGUEST_GUESTS)
 
 
 class Lguest:
@@ -106,7 +81,7 @@ class Lguest:
         pfn_limit, pgdir, start, page_offset = _args(argbytes, 4)
         if page_offset >> 22 >= abi.SWITCHER_PGD_INDEX:
             raise OSError(errno.EINVAL, "page_offset %#x collides with the Switcher" % page_offset)
-        guestid, self.id_fd = _take_guest_id()
+        guestid, self.id_fd = hostwide.take_guest_id()
         try:
             self.guest = Guest(self.kvm, self.memory, guestid, pfn_limit, pgdir, start, page_offset)
         except BaseException:
