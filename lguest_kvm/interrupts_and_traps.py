@@ -139,6 +139,7 @@ def direct_int(lg):
     else:
         return False
     f.eip = (f.eip + length) & 0xFFFFFFFF
+    f.eflags &= ~0x10000      # RF came with the fault that brought the `int` here; an `int` has none
     lg.direct_traps += 1
     set_guest_interrupt(lg, gate[0], gate[1], False)
     return True
