@@ -15,6 +15,7 @@ import time
 from . import abi, assist
 
 ERRCODE_TRAPS = frozenset((8, 10, 11, 12, 13, 14, 17))
+_GATE_CLEARS = 0x34100          # TF, NT, RF and VM: what going through any gate turns off
 GATE_INTERRUPT, GATE_TRAP = 0xE, 0xF
 
 
@@ -53,6 +54,7 @@ def set_guest_interrupt(lg, lo, hi, has_err):
         lg.lgwrite_u32((esp - lg.page_offset) & 0xFFFFFFFF, w)
     f.ss, f.esp, f.cs = ss, esp, abi.GUEST_CS
     f.eip = (lo & 0xFFFF) | (hi & 0xFFFF0000)
+    f.eflags &= ~_GATE_CLEARS
     if idt_type(hi) == GATE_INTERRUPT and lg.lguest_data is not None:
         if not lg.poke_u32(lg.data_field("irq_enabled"), 0):
             lg.kill_guest("Disabling interrupts")
@@ -134,7 +136,7 @@ def direct_int(lg):
     code = assist.read_code(lg, f.eip, 2)
     if code == bytes([0xCD, vector]):
         length = 2
-    elif code[:1] == b"\xcc" and vector == 3:
+    elif (code[:1] == b"\xcc" and vector == 3) or (code[:1] == b"\xce" and vector == 4):
         length = 1
     else:
         return False

@@ -42,8 +42,8 @@ def _copy_entries(lg, gpa, first, num):
 
 def load_guest_gdt(lg, gpa, num):
     if num > abi.GDT_ENTRIES:
-        # 2.6.23.17 carried on and overran its copy here; we stop.
-        lg.kill_guest("too many gdt entries %d" % num)
+        # 2.6.23.17 carried on and overran its copy here; we stop.  It printed the u32 with %i.
+        lg.kill_guest("too many gdt entries %d" % (num - (1 << 32) if num & 0x80000000 else num))
         return
     _copy_entries(lg, gpa, 0, num)
 

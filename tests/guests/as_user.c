@@ -51,8 +51,8 @@ int main(void)
 	hcall(LHCALL_LOAD_GDT, __pa(gdt), 32, 0);
 	install_trap(13, gp, GATE_TRAP, 0);
 	hcall(LHCALL_SET_STACK, __KERNEL_DS, (unsigned long)kstack + sizeof(kstack), 1);
-	LABEL(kstack + sizeof(kstack));
-	LABEL(ustack + sizeof(ustack));
+	printk("L kstack_top %x\n", (unsigned)(unsigned long)(kstack + sizeof(kstack)));
+	printk("L ustack_top %x\n", (unsigned)(unsigned long)(ustack + sizeof(ustack)));
 	LABEL(user_int80); LABEL(user_hcall); LABEL(user_int3); LABEL(user_cli);
 	LABEL(user_ljmp_kernel); LABEL(user_lret_kernel); LABEL(user_iret_kernel);
 	LABEL(user_after_lcall); LABEL(user_done);
