@@ -10,18 +10,16 @@
 # on the register frame.  Everything else then goes down the ordinary trap path, so the rest of the
 # Host cannot tell an assisted trap from a real one.  On hardware KVM none of this ever runs.
 # :*
+import ctypes
 import struct
 
 from . import abi
-from .kvm import KVM_INTERNAL_ERROR_EMULATION
+from .kvm import KVM_INTERNAL_ERROR_EMULATION, KVM_SYNC_X86_REGS, kvm_regs, kvm_run, kvm_sregs
+from .switcher import FRAME_OFFSET
+
+TRAP_IN_SWITCHER = 256
 
 TRAP_ASSISTED = 0x1FF      # "done already": the trap path just resumes the Guest
-_SEGS = ("cs", "ss", "ds", "es", "fs", "gs")
-_GPRS = ("eax", "ecx", "edx", "ebx", "esi", "edi", "ebp")
-
-
-def _kvm_reg(name):
-    return "r" + name[1:]
 
 
 def read_code(lg, linear, length=16):
@@ -44,25 +42,31 @@ def read_code(lg, linear, length=16):
 # as if the Switcher had just exited.
 # :*
 def capture(lg):
-    run = lg.vm.run
-    if not lg.needs_assists or run.u.internal.suberror != KVM_INTERNAL_ERROR_EMULATION:
+    if not lg.needs_assists or _U32.unpack_from(lg.vm.run_map, _SUBERROR)[0] != KVM_INTERNAL_ERROR_EMULATION:
         return False
-    regs = lg.vm.get_regs()
-    sregs = lg.vm.get_sregs()
-    if sregs.cs.selector & 3 == 0:
+    # One unpack of each structure and one pack into the frame: this runs on every refused
+    # instruction, and a ctypes attribute access per register would cost more than the rest.
+    if lg.vm.sync_regs:                     # no ioctl: the registers came with the exit
+        buf, regs_at, sregs_at = lg.vm.run_map, _RUN_REGS, _RUN_SREGS
+    else:
+        buf = bytes(lg.vm.get_regs()) + bytes(lg.vm.get_sregs())
+        regs_at, sregs_at = 0, ctypes.sizeof(kvm_regs)
+    r = _KVM_REGS.unpack_from(buf, regs_at)
+    sel = _SELECTORS.unpack_from(buf, sregs_at)
+    cr2 = _U64.unpack_from(buf, sregs_at + kvm_sregs.cr2.offset)[0]
+    if sel[0] & 3 == 0:
         return False                        # inside the Switcher: nothing to assist
-    f = lg.frame
-    for name in _GPRS:
-        setattr(f, name, getattr(regs, _kvm_reg(name)) & 0xFFFFFFFF)
-    f.eip, f.esp, f.eflags = regs.rip & 0xFFFFFFFF, regs.rsp & 0xFFFFFFFF, regs.rflags & 0xFFFFFFFF
-    for name in _SEGS:
-        setattr(f, name, getattr(sregs, name).selector)
-    f.cr2, f.errcode, f.cr3_req, f.cr0_req = sregs.cr2, 0, 0, 0
-    lg.kvm_regs = regs
-    lg.captured_segs = tuple(getattr(sregs, n).selector for n in _SEGS)
-    lg.captured_gdt = bytes(lg.switcher.gdt)
+    rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp = r[:8]
+    cs, ds, es, fs, gs, ss = sel
+    _FRAME.pack_into(lg.hmem, FRAME_OFFSET, 0, 0, cr2, gs, fs, es, ds,
+                     rdi & _M, rsi & _M, rbp & _M, rbx & _M, rdx & _M, rcx & _M, rax & _M,
+                     TRAP_IN_SWITCHER, 0, r[16] & _M, cs, r[17] & _M, rsp & _M, ss)
+    lg.kvm_regs = r
+    lg.captured_segs = (cs, ss, ds, es, fs, gs)
+    lg.captured_gdt = lg.switcher.gdt_generation
     lg.in_switcher = False
     lg.assists += 1
+    f = lg.frame
     code = read_code(lg, f.eip)
     trap = decode_trap(lg, code)
     if trap is None:
@@ -72,6 +76,19 @@ def capture(lg):
     f.trapnum = trap
     lg.exits[trap] = lg.exits.get(trap, 0) + 1
     return True
+
+
+_M = 0xFFFFFFFF
+_KVM_REGS = struct.Struct("<18Q")                       # rax rbx rcx rdx rsi rdi rsp rbp r8-15 rip rflags
+_SELECTORS = struct.Struct("<" + "12xH10x" * 6)         # cs ds es fs gs ss of kvm_sregs
+_FRAME = struct.Struct("<21Q")                          # switcher.Frame
+_GPR8 = struct.Struct("<8Q")
+_RIP_FLAGS = struct.Struct("<2Q")
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_SUBERROR = kvm_run.u.offset                            # kvm_run.internal.suberror
+_RUN_REGS = kvm_run.s.offset                            # kvm_run.s.regs.regs
+_RUN_SREGS = kvm_run.s.offset + ctypes.sizeof(kvm_regs)  # kvm_run.s.regs.sregs
 
 
 def cpl(lg):
@@ -384,15 +401,20 @@ def fixup_ud(lg):
 # emulates every access and walks the page tables afresh, so no TLB flush is needed on the short path.
 # :*
 def resume(lg):
-    f = lg.frame
-    segs = tuple(getattr(f, n) for n in _SEGS)
-    if (segs == lg.captured_segs and lg.shadow.current.pml4 == lg.loaded_cr3 and lg.ts == lg.loaded_ts
-            and bytes(lg.switcher.gdt) == lg.captured_gdt):
-        regs = lg.kvm_regs
-        for name in _GPRS:
-            setattr(regs, _kvm_reg(name), getattr(f, name) & 0xFFFFFFFF)
-        regs.rip, regs.rsp, regs.rflags = f.eip & 0xFFFFFFFF, f.esp & 0xFFFFFFFF, f.eflags & 0xFFFFFFFF
-        lg.vm.set_regs(regs)
+    (_, _, _, gs, fs, es, ds, edi, esi, ebp, ebx, edx, ecx, eax, _, _, eip, cs, eflags, esp,
+     ss) = _FRAME.unpack_from(lg.hmem, FRAME_OFFSET)
+    if ((cs, ss, ds, es, fs, gs) == lg.captured_segs and lg.shadow.current.pml4 == lg.loaded_cr3
+            and lg.ts == lg.loaded_ts and lg.switcher.gdt_generation == lg.captured_gdt):
+        if lg.vm.sync_regs:
+            run_map = lg.vm.run_map
+            _GPR8.pack_into(run_map, _RUN_REGS, eax & _M, ebx & _M, ecx & _M, edx & _M,
+                            esi & _M, edi & _M, esp & _M, ebp & _M)
+            _RIP_FLAGS.pack_into(run_map, _RUN_REGS + kvm_regs.rip.offset, eip & _M, eflags & _M)
+            lg.vm.run.kvm_dirty_regs = KVM_SYNC_X86_REGS
+        else:
+            r = lg.kvm_regs
+            lg.vm.set_regs(kvm_regs(eax & _M, ebx & _M, ecx & _M, edx & _M, esi & _M, edi & _M,
+                                    esp & _M, ebp & _M, *r[8:16], eip & _M, eflags & _M))
         lg.shadow.changed = False
         return
     lg.enter_via_switcher()

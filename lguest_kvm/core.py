@@ -113,13 +113,13 @@ class Guest:
     def register_hostwide(self, memory):
         memfd = guest_memory.memfd_of(memory)
         fd, size = memfd if memfd else (-1, 0)
-        hostwide.registry().register(self.guestid, self.nonce, fd, size, self.pfn_limit,
-                                     self.kicker.tid)
+        self.registry = hostwide.registry()
+        self.registry.register(self.guestid, self.nonce, fd, size, self.pfn_limit, self.kicker.tid)
         self.registered = True
 
     def collect_remote(self):
         """IRQs other Guests raised for us, and a death one of them passed on us."""
-        irqs, msg = hostwide.registry().collect(self.guestid, self.nonce)
+        irqs, msg = self.registry.collect(self.guestid, self.nonce)
         self.irqs_pending |= irqs
         if msg is not None:
             self.kill_guest(msg)
@@ -236,7 +236,6 @@ class Guest:
                 self.loaded_ts = self.ts
         else:
             assist.resume(self)
-        run = self.vm.run
         r = kvm_run_raw(self.vm.vcpu)
         if r < 0:
             # A kick (the timer, a break, another Guest's DMA) just means "look again"; any other
@@ -246,11 +245,12 @@ class Guest:
             if r == -errno.EAGAIN:
                 return 0
             raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
-        reason = run.exit_reason
-        if reason == KVM_EXIT_IO and run.u.io.port == SWITCHER_PORT:
+        reason, port = _EXIT.unpack_from(self.vm.run_map)
+        if reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True
-            self.exits[f.trapnum] = self.exits.get(f.trapnum, 0) + 1
-            if f.cs & 3 == 0 or f.trapnum == TRAP_IN_SWITCHER:
+            trapnum = f.trapnum
+            self.exits[trapnum] = self.exits.get(trapnum, 0) + 1
+            if f.cs & 3 == 0:
                 self.kill_guest("unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, f.eip, f.errcode))
             return 0
         if reason == KVM_EXIT_INTR:
@@ -282,7 +282,7 @@ class Guest:
 
     def release(self):
         if self.registered:
-            hostwide.registry().unregister(self.guestid, self.nonce)
+            self.registry.unregister(self.guestid, self.nonce)
             self.registered = False
         io.release_bindings(self)
         if self.kicker is not None:
@@ -316,3 +316,4 @@ def host_tsc_khz(vm):
 
 
 _U32 = struct.Struct("<I")
+_EXIT = struct.Struct("<8xI22xH")         # kvm_run.exit_reason, and io.port when it is an I/O exit

@@ -63,6 +63,8 @@ def do_async_hcalls(lg):
     if not lg.address_ok(status_at, abi.LHCALL_RING_SIZE):
         lg.kill_guest("Fetching async hypercalls")
         return
+    if lg.mem[status_at + lg.next_hcall] == 0xFF:
+        return                                  # the usual case: nothing queued
     status = bytes(lg.mem[status_at:status_at + abi.LHCALL_RING_SIZE])
     calls_at = lg.data_field("hcalls")
     for _ in range(abi.LHCALL_RING_SIZE):

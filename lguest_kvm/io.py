@@ -15,12 +15,17 @@ _USED_LEN = abi.lguest_dma.used_len.offset
 
 
 class DmaInfo:
-    """One binding (2.6.23's struct lguest_dma_info); `shared` holds the file identity of a shared key."""
-    __slots__ = ("key", "dmas", "next_dma", "num_dmas", "interrupt", "shared")
+    """One binding (2.6.23's struct lguest_dma_info); `shared` holds the file identity of a shared key.
+    `order` says when it was bound: 2.6.23 put new bindings at the head of their hash bucket, so the
+    most recent binding of a key is the one found first."""
+    __slots__ = ("key", "dmas", "next_dma", "num_dmas", "interrupt", "shared", "order")
+    bound = 0
 
     def __init__(self, key, dmas, num_dmas, interrupt, shared):
         self.key, self.dmas, self.num_dmas, self.interrupt = key, dmas, num_dmas, interrupt
         self.next_dma, self.shared = 0, shared
+        DmaInfo.bound += 1
+        self.order = DmaInfo.bound
 
 
 # H:710 A key is a Guest-physical address, which must be 4-byte aligned and inside the Launcher's
@@ -86,30 +91,32 @@ def send_dma(lg, key, udma):
     lg.pending_dma, lg.pending_key = udma, key
 
 
-# H:740 GETDMA: the Launcher wants a buffer the Guest bound to `key`, to put input into.  The first
-# one with used_len 0 wins; when none is free, the last one is returned anyway (2.6.23 did so).  The
-# IRQ to raise is written into used_len, where the Launcher reads it.
+# H:740 GETDMA: the Launcher wants a buffer the Guest bound to `key`, to put input into.  The most
+# recent binding of the key is used, and in it the first buffer with used_len 0; when none is free,
+# the last one is returned anyway (2.6.23 did so).  The IRQ to raise is written into used_len, where
+# the Launcher reads it.  A key that could not have been bound kills the Guest, and an array the
+# Host cannot read kills it as 2.6.23's lgread() did, which then went on as if it read zeros.
 # :*
 def get_dma(lg, key):
-    shared = key_identity(lg, key) if key_ok(lg, key) else None
-    for info in lg.dma:
-        if info is None or not _same_key(lg, info, key, shared):
-            continue
-        if info.num_dmas == 0:
-            break
-        i = 0
-        for i in range(info.num_dmas):
-            addr = info.dmas + i * DMA_SIZE
-            used = lg.peek_u32(addr + _USED_LEN)
-            if used is None:
-                lg.kill_guest("bad registered DMA buffer")
-                return -errno.ENOENT
-            if used == 0:
-                break
+    if not key_ok(lg, key):
+        lg.kill_guest("bad registered DMA buffer")
+        return -errno.ENOENT
+    shared = key_identity(lg, key)
+    found = [info for info in lg.dma if info is not None and _same_key(lg, info, key, shared)]
+    if not found:
+        return -errno.ENOENT
+    info = max(found, key=lambda i: i.order)
+    if info.num_dmas == 0:
+        return -errno.ENOENT
+    for i in range(info.num_dmas):
         addr = info.dmas + i * DMA_SIZE
-        lg.lgwrite_u32(addr + _USED_LEN, info.interrupt)
-        return addr
-    return -errno.ENOENT
+        if not lg.address_ok(addr, DMA_SIZE):
+            lg.kill_guest("bad read address %#x len %u" % (addr, DMA_SIZE))
+            break
+        if lg.peek_u32(addr + _USED_LEN) == 0:
+            break
+    lg.lgwrite_u32(addr + _USED_LEN, info.interrupt)
+    return addr
 
 
 # H:790 Guest to Guest (2.6.23's send_dma to a shared key, and dma_transfer).  Under the registry
@@ -167,12 +174,12 @@ def check_dma_list(limit_bytes, sections):
 
 def dma_transfer(lg, reg, gid, b, peer, udma):
     slot = reg.table.slots[gid]
-    peer_limit = min(slot.pfn_limit * 4096, len(peer))
+    peer_limit = slot.pfn_limit * 4096
     src = _read_dma(lg.mem, lg.pfn_limit * 4096, udma) if lg.address_ok(udma, DMA_SIZE) else None
     if src is None:
-        lg.kill_guest("bad address in sending DMA")
+        lg.kill_guest("bad read address %#x len %u" % (udma, DMA_SIZE))
         src = abi.lguest_dma()
-    num = b.num or 1
+    num = b.num
     for i in range(num):
         at = b.dmas + ((b.next_dma + i) % num) * DMA_SIZE
         dst = _read_dma(peer, peer_limit - 1, at)
@@ -184,16 +191,7 @@ def dma_transfer(lg, reg, gid, b, peer, udma):
     else:
         reg.raise_irq(gid, b.irq)
         return "full"
-    dst_sections, src_sections = _sections(dst), _sections(src)
-    bad = check_dma_list(peer_limit, dst_sections)
-    if bad:
-        reg.kill(gid, "bad DMA entry: %u@%#x" % bad)
-        return "dead"
-    bad = check_dma_list(lg.pfn_limit * 4096, src_sections)
-    if bad:
-        lg.kill_guest("bad DMA entry: %u@%#x" % bad)
-        return "dead"
-    total = copy_sections(lg.mem, src_sections, peer, dst_sections)
+    total = _do_dma(lg, reg, gid, peer, peer_limit, _sections(src), _sections(dst))
     lg.lgwrite_u32(udma + _USED_LEN, total)
     if total == 0 and src.len[0] != 0:
         return "failed"
@@ -203,12 +201,41 @@ def dma_transfer(lg, reg, gid, b, peer, udma):
     return "done"
 
 
+# H:795 The copy itself.  Both lists are checked against their owners' pfn_limit first, the
+# receiver's before the sender's.  A Launcher may still have passed a pfn_limit larger than the
+# memory it really has: 2.6.23 found that out when it pinned the receiver's pages ("Error mapping DMA
+# pages") or when copying from the sender faulted ("bad address in sending DMA", and nothing counts
+# as copied).  We check the same two things against the two buffers, so a bad list never becomes an
+# exception in the Host.
+# :*
+def _do_dma(lg, reg, gid, peer, peer_limit, src_sections, dst_sections):
+    bad = check_dma_list(peer_limit, dst_sections)
+    if bad:
+        reg.kill(gid, "bad DMA entry: %u@%#x" % bad)
+        return 0
+    bad = check_dma_list(lg.pfn_limit * 4096, src_sections)
+    if bad:
+        lg.kill_guest("bad DMA entry: %u@%#x" % bad)
+        return 0
+    if any(addr + length > len(peer) for addr, length in dst_sections):
+        reg.kill(gid, "Error mapping DMA pages")
+        return 0
+    total = copy_sections(lg.mem, src_sections, peer, dst_sections)
+    if total is None:
+        lg.kill_guest("bad address in sending DMA")
+        return 0
+    return total
+
+
 def copy_sections(src_mem, src, dst_mem, dst):
-    """Copy the src sections into the dst sections as two streams; the bytes copied."""
+    """Copy the src sections into the dst sections as two streams; the bytes copied, or None when a
+    source section lies outside src_mem (what was copied before it stays copied)."""
     total, si, di, soff, doff = 0, 0, 0, 0, 0
     while si < len(src) and di < len(dst):
         saddr, slen = src[si]
         daddr, dlen = dst[di]
+        if saddr + slen > len(src_mem):
+            return None
         n = min(slen - soff, dlen - doff)
         dst_mem[daddr + doff:daddr + doff + n] = src_mem[saddr + soff:saddr + soff + n]
         total += n

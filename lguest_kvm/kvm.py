@@ -270,6 +270,9 @@ class VM:
             self.run_map = mmap.mmap(self.vcpu, kvm.vcpu_mmap_size, mmap.MAP_SHARED,
                                      mmap.PROT_READ | mmap.PROT_WRITE)
             self.run = kvm_run.from_buffer(self.run_map)
+            self.sync_regs = kvm.sync_regs & (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS) == 3
+            if self.sync_regs:
+                self.run.kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS
             ioctl(self.vcpu, KVM_SET_CPUID2, kvm.supported_cpuid())
         except BaseException:
             self.close()

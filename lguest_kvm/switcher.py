@@ -160,6 +160,7 @@ class Switcher:
         code = common_code()
         mv[COMMON_PAGE * 4096:COMMON_PAGE * 4096 + len(code)] = code
         self.gdt = (ctypes.c_uint32 * (2 * abi.GDT_ENTRIES)).from_buffer(hmem, GDT_PAGE * 4096)
+        self.gdt_generation = 0       # bumped on every change: segment registers must be reloaded
         for i, (a, b) in ((abi.GDT_ENTRY_LGUEST_CS, HOST_CS_DESC), (abi.GDT_ENTRY_LGUEST_DS, HOST_DS_DESC),
                           *INITIAL_GUEST_GDT.items()):
             self.gdt[2 * i], self.gdt[2 * i + 1] = a, b
@@ -188,6 +189,7 @@ class Switcher:
 
     def load_guest_gdt(self, entries):
         """Copy the Guest's (fixed-up) GDT into the real one, keeping the Host's own entries."""
+        self.gdt_generation += 1
         for i in range(abi.GDT_ENTRIES):
             if i not in HOST_GDT_ENTRIES:
                 self.gdt[2 * i], self.gdt[2 * i + 1] = entries[i]
