@@ -234,11 +234,15 @@ class ShadowPages:
 
     # H:350 Stack pinning.  The Host writes interrupt frames onto the Guest's kernel stack, and a page
     # fault there would have nowhere to go; so the pages SET_STACK names are faulted in (as writes)
-    # up front, and kept so after every flush.
+    # up front, and kept so after every flush.  A stack page in the Switcher's 4 MiB is refused as
+    # such before the Guest's tables are even looked at, as 2.6.23's page_writable() did.
     # :*
     def pin_stack_pages(self, esp1, pages):
         for i in range(pages):
             vaddr = (esp1 - 1 - i * 4096) & 0xFFFFFFFF
+            if vaddr >> 22 >= abi.SWITCHER_PGD_INDEX:
+                self.lg.kill_guest("attempt to access switcher pages")
+                return
             pte = self.shadow_pte(vaddr)
             if pte & PTE_P and pte & PTE_RW:
                 continue

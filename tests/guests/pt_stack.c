@@ -6,6 +6,8 @@
  *   2  ss = 0x68 (RPL 0)    -> "bad stack segment 104"
  *   3  esp in a range the Guest's tables do not map -> "bad stack page 0x7fffff"
  *   4  esp in a read-only page -> "bad stack page 0xc02fffff"
+ *   5  esp 0: the stack page 0xFFFFFFFF is the Switcher's, and 2.6.23 says so
+ *      before it looks at the Guest's tables -> "attempt to access switcher pages"
  * Lines "step=..." are where the test looks at the Host's shadow entries. */
 #include "pt_lib.h"
 
@@ -69,6 +71,8 @@ int main(void)
 	set_pte_at(pgdir, kpte(STACK_TOP - 1), STACK_TOP - 1,
 		   __pa(STACK_TOP - PAGE_SIZE) | _PAGE_PRESENT);
 	hcall(LHCALL_SET_STACK, __KERNEL_DS, STACK_TOP, 1);
+#elif MODE == 5
+	hcall(LHCALL_SET_STACK, __KERNEL_DS, 0, 1);
 #endif
 	printk("still alive\n");
 	return 0;
