@@ -36,6 +36,17 @@ def read_code(lg, linear, length=16):
     return out
 
 
+def fetch_insn(lg, eip):
+    """The bytes at EIP, read through the shadow entry the CPU itself just fetched them with."""
+    pte = lg.shadow.shadow_pte(eip)
+    off = eip & 0xFFF
+    if pte & 1 and off <= 4096 - 16:
+        gpa = (pte & 0xFFFFF000) | off
+        if gpa + 16 <= len(lg.mem):
+            return bytes(lg.mem[gpa:gpa + 16])
+    return read_code(lg, eip)
+
+
 # H:810 An emulation failure leaves the vCPU sitting on the refused instruction with the Guest's own
 # registers; nothing has been saved in the frame.  So we copy the registers there ourselves, decode the
 # instruction, and write down the trap the hardware would have raised.  Then the run loop carries on
@@ -67,7 +78,7 @@ def capture(lg):
     lg.in_switcher = False
     lg.assists += 1
     f = lg.frame
-    code = read_code(lg, f.eip)
+    code = fetch_insn(lg, r[16] & _M)
     trap = decode_trap(lg, code)
     if trap is None:
         lg.kill_guest("KVM cannot run the instruction at %#x (%s) and the Host does not assist it"
