@@ -9,4 +9,4 @@
 # :*
 from .lguest_user import Lguest, open  # noqa: F401,A004
 from .kvm import kvm_kind  # noqa: F401
-from .memory import guest_memory, map_file_page  # noqa: F401
+from .memory import guest_memory, map_file_page, release_guest_memory  # noqa: F401

@@ -47,17 +47,15 @@ def fetch_insn(lg, eip):
     return read_code(lg, eip)
 
 
-# H:810 An emulation failure leaves the vCPU sitting on the refused instruction with the Guest's own
-# registers; nothing has been saved in the frame.  So we copy the registers there ourselves, decode the
-# instruction, and write down the trap the hardware would have raised.  Then the run loop carries on
-# as if the Switcher had just exited.
+# H:805 Saving a vCPU that stopped in the Guest without passing through the Switcher: the Guest's
+# registers go into the frame, just as the Switcher's stubs would have put them, and the trap number
+# says what happened.  Returns the kvm_regs words, or None when the vCPU was inside the Switcher
+# itself (CPL 0), whose own work on the frame must then be left to finish.
 # :*
-def capture(lg):
-    if not lg.needs_assists or _U32.unpack_from(lg.vm.run_map, _SUBERROR)[0] != KVM_INTERNAL_ERROR_EMULATION:
-        return False
+def save_vcpu(lg, sync, trapnum=TRAP_IN_SWITCHER):
     # One unpack of each structure and one pack into the frame: this runs on every refused
     # instruction, and a ctypes attribute access per register would cost more than the rest.
-    if lg.vm.sync_regs:                     # no ioctl: the registers came with the exit
+    if sync:                                # no ioctl: the registers came with the exit
         buf, regs_at, sregs_at = lg.vm.run_map, _RUN_REGS, _RUN_SREGS
     else:
         buf = bytes(lg.vm.get_regs()) + bytes(lg.vm.get_sregs())
@@ -66,16 +64,30 @@ def capture(lg):
     sel = _SELECTORS.unpack_from(buf, sregs_at)
     cr2 = _U64.unpack_from(buf, sregs_at + kvm_sregs.cr2.offset)[0]
     if sel[0] & 3 == 0:
-        return False                        # inside the Switcher: nothing to assist
+        return None
     rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp = r[:8]
     cs, ds, es, fs, gs, ss = sel
     _FRAME.pack_into(lg.hmem, FRAME_OFFSET, 0, 0, cr2, gs, fs, es, ds,
                      rdi & _M, rsi & _M, rbp & _M, rbx & _M, rdx & _M, rcx & _M, rax & _M,
-                     TRAP_IN_SWITCHER, 0, r[16] & _M, cs, r[17] & _M, rsp & _M, ss)
+                     trapnum, 0, r[16] & _M, cs, r[17] & _M, rsp & _M, ss)
     lg.kvm_regs = r
     lg.captured_segs = (cs, ss, ds, es, fs, gs)
     lg.captured_gdt = lg.switcher.gdt_generation
     lg.in_switcher = False
+    return r
+
+
+# H:810 An emulation failure leaves the vCPU sitting on the refused instruction with the Guest's own
+# registers; nothing has been saved in the frame.  So we copy the registers there ourselves, decode the
+# instruction, and write down the trap the hardware would have raised.  Then the run loop carries on
+# as if the Switcher had just exited.
+# :*
+def capture(lg):
+    if not lg.needs_assists or _U32.unpack_from(lg.vm.run_map, _SUBERROR)[0] != KVM_INTERNAL_ERROR_EMULATION:
+        return False
+    r = save_vcpu(lg, lg.vm.sync_regs)
+    if r is None:
+        return False                        # inside the Switcher: nothing to assist
     lg.assists += 1
     f = lg.frame
     code = fetch_insn(lg, r[16] & _M)
@@ -415,7 +427,8 @@ def resume(lg):
     (_, _, _, gs, fs, es, ds, edi, esi, ebp, ebx, edx, ecx, eax, _, _, eip, cs, eflags, esp,
      ss) = _FRAME.unpack_from(lg.hmem, FRAME_OFFSET)
     if ((cs, ss, ds, es, fs, gs) == lg.captured_segs and lg.shadow.current.pml4 == lg.loaded_cr3
-            and lg.ts == lg.loaded_ts and lg.switcher.gdt_generation == lg.captured_gdt):
+            and lg.ts == lg.loaded_ts and lg.switcher.gdt_generation == lg.captured_gdt
+            and not (lg.shadow.changed and not lg.needs_assists)):
         if lg.vm.sync_regs:
             run_map = lg.vm.run_map
             _GPR8.pack_into(run_map, _RUN_REGS, eax & _M, ebx & _M, ecx & _M, edx & _M,

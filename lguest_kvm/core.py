@@ -25,6 +25,7 @@ from .kick import Kicker
 
 RAM_SLOT, HOST_SLOT = 0, 1
 TRAP_IN_SWITCHER = 256        # 2.6.23's marker: a fault inside the Switcher itself
+TRAP_KICKED = 0x1FE           # the vCPU was stopped by a signal, not by a trap
 
 
 class Guest:
@@ -61,6 +62,7 @@ class Guest:
         self.needs_assists = kvm.kind == "kvm-pvm"
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
         self.timer_deadline = None            # monotonic ns when the clock event fires
+        self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
         self.kicker = None
         self.assists = 0                      # kvm-pvm instruction assists
         self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
@@ -195,14 +197,19 @@ class Guest:
     def run(self):
         """Run until there is something for the Launcher: 8 bytes of DMA, or an errno."""
         while True:
-            hypercalls.do_hypercalls(self)
-            if self.dma_is_pending:
-                return struct.pack("<II", self.pending_dma, self.pending_key)
+            # While the vCPU is part-way through the Switcher, the frame is the Switcher's to finish:
+            # no hypercall, trap or interrupt may be taken from it until the next real exit.
+            settled = not self.mid_switcher
+            if settled:
+                hypercalls.do_hypercalls(self)
+                if self.dma_is_pending:
+                    return struct.pack("<II", self.pending_dma, self.pending_key)
             if self.break_out:
                 return -errno.EAGAIN
-            interrupts_and_traps.check_timer(self)
-            self.collect_remote()
-            interrupts_and_traps.maybe_do_interrupt(self)
+            if settled:
+                interrupts_and_traps.check_timer(self)
+                self.collect_remote()
+                interrupts_and_traps.maybe_do_interrupt(self)
             if self.dead is not None:
                 return -errno.ENOENT
             if self.halted:
@@ -213,7 +220,8 @@ class Guest:
             r = self.run_guest_once()
             if r:
                 return r
-            self.handle_trap()
+            if not self.mid_switcher:
+                self.handle_trap()
             if self.dead is not None:
                 return -errno.ENOENT
 
@@ -236,15 +244,15 @@ class Guest:
                 self.loaded_ts = self.ts
         else:
             assist.resume(self)
+        self.mid_switcher = False
         r = kvm_run_raw(self.vm.vcpu)
         if r < 0:
+            if r not in (-errno.EINTR, -errno.EAGAIN):
+                raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
             # A kick (the timer, a break, another Guest's DMA) just means "look again"; any other
             # signal is the Launcher's, and read() returns EINTR for it.
-            if r == -errno.EINTR:
-                return 0 if self.kicker.drain() else -errno.EINTR
-            if r == -errno.EAGAIN:
-                return 0
-            raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
+            self.stopped_anywhere()
+            return 0 if self.kicker.drain() or r == -errno.EAGAIN else -errno.EINTR
         reason, port = _EXIT.unpack_from(self.vm.run_map)
         if reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True
@@ -254,11 +262,23 @@ class Guest:
                 self.kill_guest("unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, f.eip, f.errcode))
             return 0
         if reason == KVM_EXIT_INTR:
+            self.stopped_anywhere()
             return 0
         if reason == KVM_EXIT_INTERNAL_ERROR and assist.capture(self):
             return 0
         self.kill_guest(self.describe_exit(reason))
         return 0
+
+    # H:215 A signal stops the vCPU wherever it happens to be, not at a trap.  If that was in the
+    # Guest, its registers are saved into the frame as a trap would have saved them, marked as "no
+    # trap", so an interrupt can be injected and the Guest resumed from exactly there.  If it was in
+    # the Switcher, half-way through saving or restoring the frame, we leave everything alone and
+    # let the next KVM_RUN finish that work.
+    # :*
+    def stopped_anywhere(self):
+        if assist.save_vcpu(self, False, TRAP_KICKED) is None:
+            self.mid_switcher = True
+            self.in_switcher = True
 
     def describe_exit(self, reason):
         if reason == KVM_EXIT_SHUTDOWN:

@@ -66,10 +66,12 @@ class Kicker:
         vm.set_signal_mask(_sigset(run_mask))
         self._waitset = ctypes.create_string_buffer(_sigset({SIG_KICK}) + bytes(120))
         self.timer = ctypes.c_void_p()
+        self.timer_created = False          # POSIX timer ids start at 0: the id can't say
         sev = sigevent(sigev_signo=SIG_KICK, sigev_notify=SIGEV_THREAD_ID, sigev_tid=self.tid)
         if _libc.timer_create(CLOCK_MONOTONIC, ctypes.byref(sev), ctypes.byref(self.timer)) < 0:
             e = ctypes.get_errno()
             raise OSError(e, "timer_create: " + os.strerror(e))
+        self.timer_created = True
 
     def kick(self):
         """From any thread of this process: make the vCPU thread look at the Guest again."""
@@ -115,9 +117,9 @@ class Kicker:
         _libc.timer_settime(self.timer, TIMER_ABSTIME, ctypes.byref(its), None)
 
     def close(self):
-        if self.timer:
+        if self.timer_created:
             _libc.timer_delete(self.timer)
-            self.timer = ctypes.c_void_p()
+            self.timer_created = False
         if threading.get_ident() == self.ident:
             self.drain()
             signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)

@@ -43,6 +43,13 @@ def guest_memory(size):
     return m
 
 
+def release_guest_memory(buf):
+    """Give back a guest_memory() buffer's memfd (the mapping goes when the buffer is closed)."""
+    entry = _MEMFDS.pop(buffer_address(buf), None)
+    if entry is not None:
+        os.close(entry[0])
+
+
 def memfd_of(buf):
     """(fd, size) of the memfd behind a guest_memory() buffer, or None."""
     return _MEMFDS.get(buffer_address(buf))

@@ -6,7 +6,7 @@ import pathlib
 import struct
 
 import lguest_kvm
-from lguest_kvm import abi
+from lguest_kvm import abi, memory
 from launcher import loader
 from launcher.guest.build import build_guest
 
@@ -22,10 +22,19 @@ def build(*sources, cflags=()):
 class Booted:
     """A Guest laid out in fresh memory and initialized, ready for read()."""
 
-    def __init__(self, image, mem_mb=4, extra_pages=1, cmdline=b"", pfn_limit=None):
+    def __init__(self, image, mem_mb=4, extra_pages=1, cmdline=b"", pfn_limit=None, memfd=False,
+                 share=()):
+        """memfd=True gives memfd-backed memory (needed to receive DMA from another Guest); share is
+        a list of (gpa, fd, file offset): one page of the file mapped MAP_SHARED there (--sharenet)."""
         self.mem_size = mem_mb * MB
         self.top = self.mem_size + extra_pages * 4096        # device pages after RAM
-        self.mem = mmap.mmap(-1, self.top + 4096)
+        self.memfd = memfd
+        if memfd:
+            self.mem = memory.guest_memory(self.top + 4096)
+        else:
+            self.mem = mmap.mmap(-1, self.top + 4096)
+        for gpa, fd, offset in share:
+            memory.map_file_page(self.mem, gpa, fd, offset)
         self.page_offset, self.start = loader.load_elf(self.mem, pathlib.Path(image).read_bytes())
         self.pgdir = loader.setup_pagetables(self.mem, self.mem_size, 0, self.page_offset)
         loader.setup_boot_params(self.mem, self.mem_size, cmdline)
@@ -75,6 +84,9 @@ class Booted:
 
     def close(self):
         self.lg.close()
+        if self.memfd:
+            self.memfd = False
+            memory.release_guest_memory(self.mem)
 
     def __enter__(self):
         return self
