@@ -231,3 +231,160 @@ def setup_boot_params(mem, mem_size: int, cmdline: bytes | str,
         mv[BOOT_CMDLINE_GPA:end] = cmdline
         mv[end] = 0
 # :*
+
+
+# L:400 Not every kernel arrives as a vmlinux.  What a distribution ships is
+# a bzImage: a little real-mode boot sector and setup code, a decompressor,
+# and the kernel itself gzipped inside.  The 2.6.23 Launcher didn't bother
+# to understand the wrapping at all: it scanned the file for the first gzip
+# header (the bytes 1F 8B, then seven more bytes, the last of which names the
+# operating system that compressed it: 3 for Unix), and gunzipped from there
+# to physical address 1 MB, exactly where a vmlinux's segments would have
+# gone.  If the first gzip header it meets isn't marked "Unix", it gives up.
+#
+# Its byte-at-a-time state machine has one oddity we keep: a 1F straight
+# after a 1F does not start a new header, so in a run of 1Fs before an 8B
+# only an odd-length run matches.  (That never matters for a real bzImage;
+# it does mean we find exactly the header 2.6.23 found.)
+GZIP_OS_UNIX = 3
+
+
+def find_gzip_header(image) -> int:
+    """Offset of the first gzip header, as 2.6.23's load_bzimage() found it."""
+    data = bytes(image) if not isinstance(image, bytes) else image
+    pos = data.find(b"\x1f\x8b")
+    while pos >= 0:
+        run = 0
+        while pos - run - 1 >= 0 and data[pos - run - 1] == 0x1F:
+            run += 1
+        if run % 2 == 0:                       # this 1F starts a header
+            if pos + 10 > len(data):
+                break
+            if data[pos + 9] != GZIP_OS_UNIX:
+                raise LoadError("the first gzip header in the bzImage is not marked "
+                                f"as compressed on Unix (OS byte {data[pos + 9]})")
+            return pos
+        pos = data.find(b"\x1f\x8b", pos + 1)
+    raise LoadError("not an ELF or bzImage kernel (no ELF header, and no gzip-compressed "
+                    "kernel inside)")
+# :*
+
+
+# L:410 A gzipped kernel carries no program headers, so where is PAGE_OFFSET?
+# 2.6.23 guessed, and guessed well: kernel code is full of "mov <address>,
+# %eax", the one-byte opcode A1 followed by a 32-bit address, and the top
+# byte of a kernel address is the top byte of PAGE_OFFSET.  So it counts,
+# for every A1, the byte four places later, and the first value seen for
+# the fourth time wins.  For a kernel at 0xC0000000 that is 0xC0, long before
+# random bytes can agree four times.
+def intuit_page_offset(mv, length: int) -> int:
+    """2.6.23's intuit_page_offset(): page_offset from the A1 heuristic."""
+    data = bytes(mv[:length])
+    counts = [0] * 256
+    i = data.find(0xA1)
+    while 0 <= i and i + 4 < length:
+        b = data[i + 4]
+        counts[b] += 1
+        if counts[b] > 3:
+            return b << 24
+        i = data.find(0xA1, i + 1)
+    raise LoadError("could not determine page offset (not an lguest kernel?)")
+# :*
+
+
+# L:420 Unpacking: straight into Guest memory at 1 MB, a piece at a time,
+# never past the room we were given.  Whatever follows the gzip stream in
+# the file (a real bzImage has more after it) is ignored, as zlib ignored it
+# for 2.6.23.  When the kernel is too big we still count how big, so the
+# error can say how much memory it would need.
+def load_bzimage(mem, image, *, mem_size: int | None = None) -> tuple[int, int, int]:
+    """Gunzip a bzImage's kernel to 1 MB.  Returns (page_offset, start, end gpa)."""
+    import zlib
+
+    pos = find_gzip_header(image)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with _bytes_view(mem) as mv, memoryview(image) as src:
+        size = len(mv) if mem_size is None else min(mem_size, len(mv))
+        room = max(0, size - KERNEL_GPA)
+        length, overflow = 0, 0
+        data = src[pos:]
+        try:
+            while not d.eof:
+                chunk = d.decompress(data, 1 << 20)
+                data = d.unconsumed_tail
+                if not overflow and length + len(chunk) <= room:
+                    mv[KERNEL_GPA + length:KERNEL_GPA + length + len(chunk)] = chunk
+                    length += len(chunk)
+                else:
+                    overflow += len(chunk)
+                if not chunk and not data:
+                    break
+        except zlib.error as e:
+            raise LoadError(f"bzImage: corrupt gzip data ({e})") from None
+        if not d.eof:
+            raise LoadError("bzImage: the gzip data is truncated")
+        if overflow:
+            raise KernelTooBig(KERNEL_GPA + length + overflow)
+        page_offset = intuit_page_offset(mv[KERNEL_GPA:], length)
+        start = _entry_point(mv, KERNEL_GPA, KERNEL_GPA + length, page_offset)
+    return page_offset, start, KERNEL_GPA + length
+# :*
+
+
+class KernelTooBig(LoadError):
+    """The kernel needs memory up to gpa `end` and there is less room than that."""
+
+    def __init__(self, end: int):
+        super().__init__(f"kernel does not fit in memory (it ends at {end:#x})")
+        self.end = end
+
+
+def elf_end(image) -> int:
+    """The first gpa past an ELF kernel's loaded segments (bss included)."""
+    return max(paddr + extent for _, paddr, _, _, extent in _elf_segments(image))
+
+
+# L:430 One entry point for any kernel: the ELF magic says vmlinux, anything
+# else is tried as a bzImage, exactly 2.6.23's order.  `mem_size` is the
+# room below the page tables and the initrd: a kernel that would run into
+# them raises KernelTooBig, whose `end` tells the Launcher how much memory
+# would have been enough.
+def load_kernel(mem, image, *, mem_size: int) -> tuple[int, int, int]:
+    """Load a vmlinux or bzImage; returns (page_offset, start, end gpa)."""
+    if bytes(image[:4]) == b"\x7fELF":
+        end = elf_end(image)
+        if end > mem_size:
+            raise KernelTooBig(end)
+        page_offset, start = load_elf(mem, image, mem_size=mem_size)
+        return page_offset, start, end
+    return load_bzimage(mem, image, mem_size=mem_size)
+# :*
+
+
+def load_initrd_file(mem, mem_size: int, f, length: int) -> int:
+    """Read `length` bytes of an open initrd file straight into the top of memory.
+
+    Returns the page-rounded size, as load_initrd() does, without an
+    intermediate copy of the file in the Launcher's memory.
+    """
+    size = _page_up(length)
+    if size > mem_size:
+        raise LoadError("initrd does not fit in memory")
+    with _bytes_view(mem) as mv:
+        if mem_size > len(mv):
+            raise LoadError("memory size is larger than the guest memory buffer")
+        base = mem_size - size
+        got = 0
+        while got < length:
+            n = f.readinto(mv[base + got:base + length])
+            if not n:
+                raise LoadError("initrd: file shrank while it was being read")
+            got += n
+        mv[base + length:mem_size] = bytes(size - length)
+    return size
+
+
+def pagetable_bytes(mem_size: int, page_offset: int) -> int:
+    """How much memory setup_pagetables() takes below the initrd: the PTE pages and pgdir."""
+    mapped = min(mem_size, (1 << 32) - page_offset) // PAGE_SIZE
+    return ((mapped + 1023) // 1024 + 1) * PAGE_SIZE

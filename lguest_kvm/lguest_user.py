@@ -67,7 +67,7 @@ class Lguest:
             lg.irqs_pending |= 1 << args[0]
             return 0
         if req == abi.LHREQ_BREAK:
-            return self._break(args[0])
+            return self._break(lg, args[0])
         if req == abi.LHREQ_GETDMA:
             r = io.get_dma(lg, args[0])
             if r < 0:
@@ -95,9 +95,10 @@ class Lguest:
     # and then waits, as 2.6.23's writer slept, until the Launcher has serviced its input and written
     # "off".  Closing the device releases a waiting writer too.
     # :*
-    def _break(self, on):
-        lg = self.guest
+    def _break(self, lg, on):
         with self._cond:
+            if self.guest is not lg:
+                raise OSError(errno.ENOENT, "the Guest is gone")     # closed meanwhile
             if on:
                 lg.break_out = True
                 lg.kicker.kick()
@@ -128,10 +129,10 @@ class Lguest:
         raise OSError(-r, os.strerror(-r))
 
     def close(self):
-        lg, self.guest = self.guest, None
+        with self._cond:
+            lg, self.guest = self.guest, None
+            self._cond.notify_all()
         if lg is not None:
-            with self._cond:
-                self._cond.notify_all()
             lg.release()
         if self.id_fd >= 0:
             os.close(self.id_fd)
