@@ -234,7 +234,9 @@ class Guest:
     # :*
     def run_guest_once(self):
         f = self.frame
-        if self.in_switcher:
+        if self.mid_switcher:
+            pass                # the Switcher is still at work on the frame: write nothing to it
+        elif self.in_switcher:
             f.trapnum = TRAP_IN_SWITCHER
             if self.shadow.changed:
                 f.cr3_req = self.loaded_cr3 = self.shadow.current.pml4
@@ -272,11 +274,12 @@ class Guest:
     # H:215 A signal stops the vCPU wherever it happens to be, not at a trap.  If that was in the
     # Guest, its registers are saved into the frame as a trap would have saved them, marked as "no
     # trap", so an interrupt can be injected and the Guest resumed from exactly there.  If it was in
-    # the Switcher, half-way through saving or restoring the frame, we leave everything alone and
-    # let the next KVM_RUN finish that work.
+    # the Switcher, half-way through saving or restoring the frame, or KVM was in the middle of
+    # delivering an exception, we leave everything alone and let the next KVM_RUN finish that work.
     # :*
     def stopped_anywhere(self):
-        if assist.save_vcpu(self, False, TRAP_KICKED) is None:
+        # An exception KVM is still delivering belongs to the state it was raised in: leave it be.
+        if self.vm.event_in_flight() or assist.save_vcpu(self, False, TRAP_KICKED) is None:
             self.mid_switcher = True
             self.in_switcher = True
 

@@ -33,9 +33,16 @@ REGISTRY_MAGIC = 0x4C474B31  # "LGK1"
 MAX_BINDINGS = abi.LGUEST_MAX_DMA
 
 
+_made_dir = None
+
+
 def run_dir():
+    """$LGUEST_KVM_IDDIR, or a directory in /tmp; made the first time it is asked for."""
+    global _made_dir
     d = os.environ.get("LGUEST_KVM_IDDIR") or os.path.join(tempfile.gettempdir(), "lguest-kvm-ids")
-    os.makedirs(d, mode=0o1777, exist_ok=True)
+    if d != _made_dir:
+        os.makedirs(d, mode=0o1777, exist_ok=True)
+        _made_dir = d
     return d
 
 
@@ -52,19 +59,25 @@ def take_guest_id():
     raise OSError(errno.ENOSPC, "all %d Guest slots are in use" % abi.MAX_LGUEST_GUESTS)
 
 
+_id_fds = {}          # (directory, guestid) -> an fd of that lock file, kept for asking
+
+
 def guest_alive(guestid):
-    """Does some process hold Guest id `guestid`?"""
-    try:
-        fd = os.open(os.path.join(run_dir(), str(guestid)), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
+    """Does some process hold Guest id `guestid`?  (Asked on every send, so the file stays open.)"""
+    key = (run_dir(), guestid)
+    fd = _id_fds.get(key)
+    if fd is None:
+        try:
+            fd = os.open(os.path.join(key[0], str(guestid)), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        _id_fds[key] = fd
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
     except BlockingIOError:
         return True
-    finally:
-        os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 class SlotRec(ctypes.Structure):
@@ -113,6 +126,7 @@ class Registry:
                 ctypes.memset(ctypes.addressof(self.table), 0, ctypes.sizeof(RegistryLayout))
                 self.table.magic = REGISTRY_MAGIC
         self.peers = {}          # (guestid, nonce) -> mmap of that Guest's memory
+        self.found = {}          # (generation, key identity, sender) -> receivers()
 
     def __enter__(self):
         self.tlock.acquire()
@@ -159,16 +173,24 @@ class Registry:
             self.table.generation += 1
 
     def receivers(self, ident, sender):
-        """Live bindings to `ident` of Guests other than `sender`, most recently bound first."""
-        found = []
-        for gid in range(abi.MAX_LGUEST_GUESTS):
-            if gid == sender or not self.table.slots[gid].pid:
-                continue
-            for b in self.table.binds[gid]:
-                if b.active and (b.dev, b.ino, b.off) == ident:
-                    found.append((b.seq, gid, b))
-        found.sort(key=lambda t: -t[0])
-        return [(gid, b) for _, gid, b in found]
+        """Live bindings to `ident` of Guests other than `sender`, most recently bound first.  Every
+        change to the bindings bumps the generation, so the answer is kept until the next one."""
+        key = (self.table.generation, ident, sender)
+        found = self.found.get(key)
+        if found is None:
+            found = []
+            for gid in range(abi.MAX_LGUEST_GUESTS):
+                if gid == sender or not self.table.slots[gid].pid:
+                    continue
+                for b in self.table.binds[gid]:
+                    if b.active and (b.dev, b.ino, b.off) == ident:
+                        found.append((b.seq, gid, b))
+            found.sort(key=lambda t: -t[0])
+            found = [(gid, b) for _, gid, b in found]
+            if len(self.found) > 64:
+                self.found.clear()
+            self.found[key] = found
+        return found
 
     def purge_if_dead(self, guestid):
         """Forget a Guest whose Launcher died without saying goodbye.  True if it was dead."""
@@ -186,6 +208,8 @@ class Registry:
         key = (guestid, s.nonce)
         m = self.peers.get(key)
         if m is None:
+            for old in [k for k in self.peers if k[0] == guestid]:
+                del self.peers[old]         # a Guest that had this id before: its memory goes
             if s.memfd < 0:
                 return None
             try:
@@ -202,13 +226,18 @@ class Registry:
         return m
 
     # H:780 Reaching another Guest's vCPU.  Its IRQ bit goes into its slot, then a kick to its thread
-    # (tgkill, the process-directed cousin of pthread_kill).  Its run loop picks the bits up.  A kill
+    # (tgkill, the process-directed cousin of pthread_kill).  Its run loop picks the bits up.  A bit
+    # that is still set has a kick on its way already: the Guest has not collected since, and when it
+    # does it takes every bit at once, so a stream of sends costs one kick, not one each.  A kill
     # works the same way: the first reason is written into its slot, and the Guest's own Host code
     # carries it out.
     # :*
     def raise_irq(self, guestid, irq):
         s = self.table.slots[guestid]
-        s.pending_irqs |= 1 << irq
+        bit = 1 << irq
+        if s.pending_irqs & bit:
+            return
+        s.pending_irqs |= bit
         tgkill(s.pid, s.tid)
 
     def kill(self, guestid, msg):
@@ -240,14 +269,15 @@ def tgkill(pid, tid):
     _libc.syscall(SYS_tgkill, pid, tid, int(SIG_KICK))
 
 
-_registry = None
+_registries = {}             # run_dir() -> its Registry: one each, however often the directory changes
 _registry_lock = threading.Lock()
 
 
 def registry():
-    global _registry
     with _registry_lock:
-        if _registry is None or _registry.path_dir != run_dir():
-            _registry = Registry()
-            _registry.path_dir = run_dir()
-        return _registry
+        d = run_dir()
+        reg = _registries.get(d)
+        if reg is None:
+            reg = _registries[d] = Registry()
+            reg.path_dir = d
+        return reg

@@ -8,10 +8,11 @@ import ctypes
 import errno
 import struct
 
-from . import abi, hostwide
+from . import abi
 
 DMA_SIZE = ctypes.sizeof(abi.lguest_dma)
 _USED_LEN = abi.lguest_dma.used_len.offset
+_U32 = struct.Struct("<I")
 
 
 class DmaInfo:
@@ -63,14 +64,14 @@ def bind_dma(lg, key, dmas, num, irq):
             if info is not None and _same_key(lg, info, key, shared) and info.dmas == dmas:
                 lg.dma[i] = None
                 if shared is not None:
-                    hostwide.registry().unbind(lg.guestid, i)
+                    lg.registry.unbind(lg.guestid, i)
                 return 1
         return 0
     for i, info in enumerate(lg.dma):
         if info is None:
             lg.dma[i] = DmaInfo(key, dmas, num, irq, shared)
             if shared is not None:
-                hostwide.registry().bind(lg.guestid, i, shared, dmas, num, irq)
+                lg.registry.bind(lg.guestid, i, shared, dmas, num, irq)
             return 1
     return 0
 
@@ -121,14 +122,15 @@ def get_dma(lg, key):
 
 # H:790 Guest to Guest (2.6.23's send_dma to a shared key, and dma_transfer).  Under the registry
 # lock, the most recently bound live receiver that is not the sender gets the data: the first of its
-# buffers from next_dma on with used_len 0.  Both buffer lists are checked first — no section over a
-# page, none crossing a page, all inside its owner's pfn_limit — and a bad one kills its owner.  Then
-# the sections are copied as two streams, the total goes into both used_lens, and the receiver's
-# IRQ is raised, even for an empty "ping".  A receiver with no free buffer still gets its IRQ, and
-# the send is tried once more, as 2.6.23 did, to give it a chance to make room.
+# buffers from next_dma on with used_len 0 (an array outside its memory kills it).  Both buffer lists
+# are checked first — no section over a page, none crossing a page, all inside its owner's
+# pfn_limit — and a bad one kills its owner.  Then the sections are copied as two streams, the total
+# goes into both used_lens, and the receiver's IRQ is raised, even for an empty "ping".  A receiver
+# with no free buffer (or none at all: num 0) still gets its IRQ, and the send is tried once more, as
+# 2.6.23 did, to give it a chance to make room.
 # :*
 def send_to_guest(lg, ident, udma):
-    reg = hostwide.registry()
+    reg = lg.registry
     for attempt in (0, 1):
         with reg:
             result = _transfer_once(lg, reg, ident, udma)
@@ -145,12 +147,6 @@ def _transfer_once(lg, reg, ident, udma):
             continue
         return dma_transfer(lg, reg, gid, b, memoryview(peer), udma)
     return "none"
-
-
-def _read_dma(mem, limit, addr):
-    if addr + DMA_SIZE > limit or addr + DMA_SIZE > len(mem):
-        return None
-    return abi.lguest_dma.from_buffer_copy(mem, addr)
 
 
 def _sections(dma):
@@ -175,22 +171,23 @@ def check_dma_list(limit_bytes, sections):
 def dma_transfer(lg, reg, gid, b, peer, udma):
     slot = reg.table.slots[gid]
     peer_limit = slot.pfn_limit * 4096
-    src = _read_dma(lg.mem, lg.pfn_limit * 4096, udma) if lg.address_ok(udma, DMA_SIZE) else None
-    if src is None:
+    if lg.address_ok(udma, DMA_SIZE):
+        src = abi.lguest_dma.from_buffer_copy(lg.mem, udma)
+    else:                           # 2.6.23's lgread(): a dead sender, and an empty send
         lg.kill_guest("bad read address %#x len %u" % (udma, DMA_SIZE))
         src = abi.lguest_dma()
-    num = b.num
+    num, dmas, next_dma, end = b.num, b.dmas, b.next_dma, min(peer_limit - 1, len(peer))
     for i in range(num):
-        at = b.dmas + ((b.next_dma + i) % num) * DMA_SIZE
-        dst = _read_dma(peer, peer_limit - 1, at)
-        if dst is None:
+        at = dmas + ((next_dma + i) % num) * DMA_SIZE
+        if at + DMA_SIZE > end:
             reg.kill(gid, "bad address in registered DMA struct")
             return "dead"
-        if dst.used_len == 0:
+        if _U32.unpack_from(peer, at)[0] == 0:
             break
     else:
         reg.raise_irq(gid, b.irq)
         return "full"
+    dst = abi.lguest_dma.from_buffer_copy(peer, at)
     total = _do_dma(lg, reg, gid, peer, peer_limit, _sections(src), _sections(dst))
     lg.lgwrite_u32(udma + _USED_LEN, total)
     if total == 0 and src.len[0] != 0:

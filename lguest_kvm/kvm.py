@@ -157,6 +157,7 @@ KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2)
 KVM_SET_SIGNAL_MASK = _IOW(0x8B, kvm_signal_mask)
 KVM_GET_TSC_KHZ = _IO(0xA3)
 KVM_NMI = _IO(0x9A)
+KVM_GET_VCPU_EVENTS = _ioc(_IOC_READ, 0x9F, 64)
 
 IOCTL_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("KVM_") and isinstance(v, int)}
 
@@ -312,6 +313,13 @@ class VM:
             return ioctl(self.vcpu, KVM_GET_TSC_KHZ)
         except OSError:
             return 0
+
+    def event_in_flight(self):
+        """Is KVM part-way through delivering an exception, interrupt or NMI to this vCPU?"""
+        ev = ctypes.create_string_buffer(64)
+        ioctl(self.vcpu, KVM_GET_VCPU_EVENTS, ctypes.addressof(ev))
+        raw = ev.raw
+        return bool(raw[0] or raw[3] or raw[8] or raw[12])   # exception injected/pending, irq, nmi
 
     def nmi(self):
         ioctl(self.vcpu, KVM_NMI)

@@ -14,6 +14,8 @@ from lguest_kvm import kvm
     ("KVM_CREATE_VCPU", 0xAE41), ("KVM_SET_USER_MEMORY_REGION", 0x4020AE46), ("KVM_RUN", 0xAE80),
     ("KVM_GET_REGS", 0x8090AE81), ("KVM_SET_REGS", 0x4090AE82), ("KVM_GET_SREGS", 0x8138AE83),
     ("KVM_SET_SREGS", 0x4138AE84), ("KVM_INTERRUPT", 0x4004AE86), ("KVM_SET_CPUID2", 0x4008AE90),
+    ("KVM_SET_SIGNAL_MASK", 0x4004AE8B), ("KVM_GET_TSC_KHZ", 0xAEA3), ("KVM_NMI", 0xAE9A),
+    ("KVM_GET_VCPU_EVENTS", 0x8040AE9F),
 ])
 def test_ioctl_numbers(name, value):
     assert getattr(kvm, name) == value
