@@ -45,6 +45,12 @@ def test_lguest_init_fills_in_lguest_data():
     assert 0 <= int(fields["guestid"]) < 16
     sec = int(fields["time"].split(".")[0])
     assert before <= sec <= time.time() + 1
+    # tsc_khz only where the host's TSC is constant and does not stop (2.6.23's rule).
+    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    if "constant_tsc" in flags and "nonstop_tsc" in flags:
+        assert int(fields["tsc_khz"]) > 100000
+    else:
+        assert fields["tsc_khz"] == "0"
 
 
 def test_lguest_init_outside_memory_kills():
