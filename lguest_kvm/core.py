@@ -278,6 +278,10 @@ class Guest:
     # delivering an exception, we leave everything alone and let the next KVM_RUN finish that work.
     # :*
     def stopped_anywhere(self):
+        if self.vm.sync_regs and self.vm.run.kvm_dirty_regs:
+            # KVM stopped before it even took the registers we gave it: the frame still holds them.
+            self.frame.trapnum = TRAP_KICKED
+            return
         # An exception KVM is still delivering belongs to the state it was raised in: leave it be.
         if self.vm.event_in_flight() or assist.save_vcpu(self, False, TRAP_KICKED) is None:
             self.mid_switcher = True
