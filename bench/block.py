@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Block: a 64 MiB disk read sequentially by a Guest through the real Launcher, and what the
+Launcher itself costs per request beside a plain os.preadv of the same bytes.
+
+    python bench/block.py [--mib N] [--runs R] [--json FILE]      # from the repository root
+
+A benchmark, not a test: it prints what it measured and never judges it.
+"""
+# M:700 What does a disk read cost?  The bundled Guest OS reads its disk 512 bytes at a time, which
+# measures the exit, not the disk; so this benchmark brings its own small Guest (C, below) that
+# reads the whole disk in the largest requests 2.6.23's block device allows: 16 sections of one
+# page each, 64 KiB per request (lguest-abi §8.6: at most 16 segments, none crossing a page).  It
+# checks the first word of every page against the pattern the file was filled with, so a fast
+# wrong answer cannot pass for a fast right one.
+#
+# Two kinds of run, both `python -m launcher --block=FILE 64 guest.elf` as a real process:
+#
+#   1. end to end, unmodified: the time between the Guest's "start" and "done" console lines, as
+#      this script sees them arrive on the Launcher's stdout;
+#   2. instrumented (this script re-run as the Launcher, `--child`, launcher.main.main() with
+#      lguest_kvm.open wrapped): for every block request, the time from read() returning it to the
+#      start of the LHREQ_IRQ write that completes it, and inside that the Launcher's own preadv
+#      and its GETDMA.  Beside it, in the same process and after the Guest is gone, os.preadv of the
+#      same 64 KiB at the same offsets, from a descriptor opened the way launcher/block.py opens
+#      one (O_DIRECT where the filesystem allows it), into memoryviews of the same 16 pages of a
+#      lguest_kvm.guest_memory() buffer of the same size;
+#   3. instrumented again, with one extra os.preadv of the same bytes into the same Guest
+#      memoryviews right after each of the Launcher's own (its time kept out of the Launcher's
+#      figures): the host's read while the VM is alive, which on kvm-pvm is slower than the same
+#      read into memory no VM maps.
+# :*
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MIB = 1 << 20
+PAGE = 4096
+REQ_BYTES = 16 * PAGE
+MAGIC = 0x6C67424B                          # "lgBK": page i of the file starts with i ^ MAGIC
+TIMEOUT = 600
+
+GUEST_SRC = r"""
+/* bench/block.py's Guest: read the whole disk, 16 pages per request. */
+struct lguest_block_page {
+	int type;
+	u32 sector, bytes;
+	int result;
+	u32 num_sectors;
+};
+
+#define NSEC 16
+static u8 buf[NSEC * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+static struct lguest_dma req, reply;
+static volatile unsigned blk_irqs;
+static volatile struct lguest_block_page *blk;
+static unsigned long blk_key;
+
+static void block_irq(struct trapframe *tf)
+{
+	(void)tf;
+	if (blk->result)
+		blk_irqs++;
+}
+
+static int read_req(u32 sector, u32 bytes)
+{
+	u32 left = bytes;
+
+	blk->type = 0;
+	blk->sector = sector;
+	blk->bytes = bytes;
+	blk->result = 0;
+	memset(&req, 0, sizeof(req));
+	memset(&reply, 0, sizeof(reply));
+	for (unsigned i = 0; i < NSEC && left; i++) {
+		u32 n = left < PAGE_SIZE ? left : PAGE_SIZE;
+		reply.addr[i] = __pa(buf + i * PAGE_SIZE);
+		reply.len[i] = n;
+		left -= n;
+	}
+	blk_irqs = 0;
+	send_dma(blk_key, &req);
+	wait_for(&blk_irqs);
+	return blk->result;
+}
+
+int main(void)
+{
+	struct lguest_device_desc *d;
+	u32 sectors, sector, reqs = 0, bad = 0, failed = 0;
+	int b;
+
+	lguest_init();
+	ln_setup_irqs();
+	d = map_devices();
+	b = find_device(d, LGUEST_DEVICE_T_BLOCK);
+	if (b < 0)
+		lguest_crash("bb: no block device");
+	blk = dev_page(&d[b]);
+	blk_key = dev_page_pa(&d[b]);
+	install_trap(32 + b + 1, block_irq, GATE_INTERRUPT, 0);
+	bind_dma(blk_key, &reply, 1, b + 1);
+	sectors = blk->num_sectors;
+	printk("bb: sectors %u buf %lx\n", (unsigned)sectors, __pa(buf));
+	printk("bb: start\n");
+	for (sector = 0; sector < sectors; sector += NSEC * PAGE_SIZE / 512) {
+		u32 left = (sectors - sector) * 512;
+		u32 bytes = left < sizeof(buf) ? left : sizeof(buf);
+
+		if (read_req(sector, bytes) != 1) {
+			failed++;
+			continue;
+		}
+		reqs++;
+		for (u32 off = 0; off < bytes; off += PAGE_SIZE)
+			if (*(u32 *)(buf + off) != ((sector / 8 + off / PAGE_SIZE) ^ MAGIC))
+				bad++;
+	}
+	printk("bb: done requests %u failed %u bad %u\n", (unsigned)reqs, (unsigned)failed,
+	       (unsigned)bad);
+	return 0;
+}
+"""
+
+
+def guest_image():
+    from launcher.guest.build import build_guest
+    lib = (ROOT / "tests" / "guests" / "ln_lib.h").read_text()
+    return build_guest([("bblock.c", lib + "\n#define MAGIC %#xU\n" % MAGIC + GUEST_SRC)],
+                       name="bench-block")
+
+
+def make_disk(path, size):
+    """The disk file: page i starts with i ^ MAGIC, the rest of it filler."""
+    page = bytearray(b"\xa5" * PAGE)
+    with open(path, "wb") as f:
+        for i in range(size // PAGE):
+            struct.pack_into("<I", page, 0, i ^ MAGIC)
+            f.write(page)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- running the Launcher -------------------------------------------------------------------------
+
+def run_launcher(cmd):
+    """Run a Launcher; return {line: arrival time} for the Guest's bb: lines, its exit status and
+    its stderr.  Times are time.monotonic() in this process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = {}
+    try:
+        for raw in p.stdout:                   # one console DMA per printk line
+            now = time.monotonic()
+            line = raw.decode("latin-1").rstrip("\r\n")
+            if line.startswith("bb: "):
+                lines[line.split()[1]] = (now, line)
+            if time.monotonic() - t0 > TIMEOUT:
+                raise RuntimeError("the Launcher took too long")
+        rc = p.wait(TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = p.stderr.read().decode(errors="replace")
+    if rc != 0 or "done" not in lines or "start" not in lines:
+        raise RuntimeError(f"Launcher exit {rc}, console {lines}, stderr {err!r}")
+    done = lines["done"][1].split()
+    stats = dict(zip(done[2::2], map(int, done[3::2])))
+    return {"seconds": lines["done"][0] - lines["start"][0], "wall": time.monotonic() - t0,
+            "stats": stats, "stderr": err}
+
+
+def launcher_cmd(disk, image):
+    return [sys.executable, "-m", "launcher", f"--block={disk}", "64", str(image)]
+
+
+# --- the instrumented Launcher (this script with --child) ------------------------------------------
+
+class TimedHost:
+    """lguest_kvm's Host object, with read() and the LHREQ_IRQ write timed for block requests."""
+
+    def __init__(self, lg, probe):
+        self._lg, self._probe = lg, probe
+
+    def __getattr__(self, name):
+        return getattr(self._lg, name)
+
+    def read(self, n):
+        r = self._lg.read(n)
+        t = time.perf_counter_ns()
+        p = self._probe
+        p["pending"] = t if len(r) == 8 and p["key"] is not None and \
+            struct.unpack("<II", r)[1] == p["key"] else None
+        return r
+
+    def write(self, buf):
+        p = self._probe
+        if p["pending"] is not None and len(buf) == 8:
+            req, arg = struct.unpack("<II", buf)
+            if req == p["LHREQ_IRQ"] and arg < 32:
+                p["total"].append(time.perf_counter_ns() - p["pending"])
+                p["pending"] = None
+        return self._lg.write(buf)
+
+
+def child(argv):
+    disk, image, out, mode = argv
+    again = mode == "again"
+    import lguest_kvm
+    from lguest_kvm import abi
+    from launcher import block, main as lmain
+
+    probe = {"key": None, "pending": None, "total": [], "preadv": [], "getdma": [],
+             "again": [], "sections": None, "direct": None, "LHREQ_IRQ": abi.LHREQ_IRQ}
+    real_open, real_init = lguest_kvm.open, block.Block.__init__
+    real_all, real_iov = block.Block._all, block.Block._request_iov
+    real_getdma = lmain.Launcher.getdma
+
+    def open_(*a, **kw):
+        return TimedHost(real_open(*a, **kw), probe)
+
+    def init(self, devices, path, launcher):
+        real_init(self, devices, path, launcher)
+        probe["key"], probe["direct"] = self.page, self.direct_fd >= 0
+
+    def all_(op, fd, iov, off):
+        t = time.perf_counter_ns()
+        n = real_all(op, fd, iov, off)
+        t1 = time.perf_counter_ns()
+        probe["preadv"].append(t1 - t)
+        if again:                               # the same read once more, into the live Guest
+            os.preadv(fd, iov, off)
+            t2 = time.perf_counter_ns()
+            probe["again"].append(t2 - t1)
+            if probe["pending"] is not None:    # not the Launcher's cost: keep it out
+                probe["pending"] += t2 - t1
+        return n
+
+    def iov_(self, dma, reply, write):
+        s = real_iov(self, dma, reply, write)
+        if probe["sections"] is None:
+            probe["sections"] = s
+        return s
+
+    def getdma(self, key):
+        t = time.perf_counter_ns()
+        r = real_getdma(self, key)
+        if probe["pending"] is not None:
+            probe["getdma"].append(time.perf_counter_ns() - t)
+        return r
+
+    lguest_kvm.open, block.Block.__init__ = open_, init
+    block.Block._all, block.Block._request_iov = staticmethod(all_), iov_
+    lmain.Launcher.getdma = getdma
+    rc = lmain.main([f"--block={disk}", "64", image])
+    sys.stdout.flush()
+    if rc != 0:
+        return rc
+
+    # The baseline: the same offsets, the same iov shape, the same kind of memory and descriptor.
+    mem = lguest_kvm.guest_memory(64 * MIB + 3 * PAGE)
+    mv = memoryview(mem)
+    iov = [mv[a:a + n] for a, n in probe["sections"]]
+    want = sum(len(b) for b in iov)
+    fd = -1
+    if probe["direct"]:
+        fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC | block.O_DIRECT)
+    else:
+        fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC)
+    size = os.fstat(fd).st_size
+    base = []
+    try:
+        for _ in range(2):
+            for off in range(0, size - want + 1, want):
+                t = time.perf_counter_ns()
+                n = os.preadv(fd, iov, off)
+                base.append(time.perf_counter_ns() - t)
+                assert n == want, n
+    finally:
+        os.close(fd)
+        del iov, mv
+    pathlib.Path(out).write_text(json.dumps({
+        "total": probe["total"], "preadv": probe["preadv"], "getdma": probe["getdma"],
+        "again": probe["again"],
+        "baseline": base, "direct": probe["direct"], "req_bytes": want}))
+    return 0
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def med_us(xs):
+    return statistics.median(xs) / 1000
+
+
+def mean_us(xs):
+    return statistics.fmean(xs) / 1000
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=64, help="disk size in MiB (64)")
+    ap.add_argument("--runs", type=int, default=3, help="end-to-end runs (3)")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return child(a.child)
+
+    from lguest_kvm import kvm_kind
+    kind = kvm_kind()
+    print(f"KVM: {kind}")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    image = guest_image()
+    size = a.mib * MIB
+    with tempfile.TemporaryDirectory(prefix="lgbench-", dir=os.environ.get("TMPDIR")) as tmp:
+        disk = pathlib.Path(tmp) / "disk.img"
+        make_disk(disk, size)
+        nreq = -(-size // REQ_BYTES)
+        print(f"disk: {a.mib} MiB ({disk.parent}), {nreq} read requests of up to "
+              f"{REQ_BYTES // 1024} KiB (16 x 4 KiB sections)")
+
+        e2e = []
+        for _ in range(a.runs):
+            r = run_launcher(launcher_cmd(disk, image))
+            if r["stats"] != {"requests": nreq, "failed": 0, "bad": 0}:
+                raise RuntimeError(f"the Guest says {r['stats']}")
+            e2e.append(r)
+        child_runs = {}
+        for mode in ("plain", "again"):
+            out = pathlib.Path(tmp) / f"child-{mode}.json"
+            cr = run_launcher([sys.executable, str(pathlib.Path(__file__).resolve()), "--child",
+                               str(disk), str(image), str(out), mode])
+            if cr["stats"] != {"requests": nreq, "failed": 0, "bad": 0}:
+                raise RuntimeError(f"the Guest says {cr['stats']}")
+            child_runs[mode] = (cr, json.loads(out.read_text()))
+        r, c = child_runs["plain"]
+        again = child_runs["again"][1]["again"]
+
+    secs = sorted(x["seconds"] for x in e2e)
+    best, med = secs[0], statistics.median(secs)
+    print()
+    print("end to end: `python -m launcher --block=FILE 64 bblock.elf`, Guest 'start' to 'done'")
+    print(f"  runs (s)            {' '.join('%.3f' % s for s in secs)}")
+    print(f"  median              {size / MIB / med:8.1f} MiB/s   {med / nreq * 1e6:8.1f} us/request")
+    print(f"  best                {size / MIB / best:8.1f} MiB/s   {best / nreq * 1e6:8.1f} us/request")
+    print(f"  instrumented run    {size / MIB / r['seconds']:8.1f} MiB/s   "
+          f"{r['seconds'] / nreq * 1e6:8.1f} us/request")
+    print()
+    total, pre, gd, base = c["total"], c["preadv"], c["getdma"], c["baseline"]
+    how = "O_DIRECT" if c["direct"] else "buffered"
+    print(f"per 64 KiB request ({how}; {len(total)} requests, baseline {len(base)} preadv calls)")
+    print("                                             median us   mean us")
+    rows = [("Launcher: read() returns -> LHREQ_IRQ write", total),
+            ("  of which its preadv (block._all)", pre),
+            ("  of which GETDMA (Launcher.getdma)", gd),
+            ("  rest (Python: parse, check, iov, result)",
+             [t - p - g for t, p, g in zip(total, pre, gd)]),
+            ("host os.preadv, same bytes, same memoryviews", base),
+            ("(run 2) host os.preadv again, live Guest mem", again)]
+    for name, xs in rows:
+        print(f"  {name:<44} {med_us(xs):9.1f} {mean_us(xs):9.1f}")
+    ratio_med = med_us(total) / med_us(base)
+    ratio_mean = mean_us(total) / mean_us(base)
+    print(f"  Launcher / host preadv: {ratio_med:.2f}x (median), {ratio_mean:.2f}x (mean); "
+          f"target <= 1.2x")
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps({
+            "benchmark": "block", "kvm_kind": kind, "mib": a.mib, "requests": nreq,
+            "e2e_seconds": secs, "instrumented_seconds": r["seconds"], "direct": c["direct"],
+            "median_us": {n.strip(): med_us(x) for n, x in rows},
+            "mean_us": {n.strip(): mean_us(x) for n, x in rows},
+            "ratio_median": ratio_med, "ratio_mean": ratio_mean}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
