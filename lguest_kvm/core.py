@@ -16,7 +16,7 @@ import time
 from . import abi
 from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
     KVM_EXIT_INTR, kvm_run_raw, kvm_sregs
-from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, FRAME_LINEAR, RESUME_LINEAR,
+from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, SWITCHER_NMI_PORT, FRAME_LINEAR, RESUME_LINEAR,
                        switcher_sregs, CR0_GUEST, CR0_TS, INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
 from . import assist, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
@@ -262,6 +262,11 @@ class Guest:
             self.exits[trapnum] = self.exits.get(trapnum, 0) + 1
             if f.cs & 3 == 0:
                 self.kill_guest("unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, f.eip, f.errcode))
+            return 0
+        if reason == KVM_EXIT_IO and port == SWITCHER_NMI_PORT:
+            # The NMI stub reports in from wherever the NMI struck; the next KVM_RUN returns there.
+            self.exits[2] = self.exits.get(2, 0) + 1
+            self.mid_switcher = True
             return 0
         if reason == KVM_EXIT_INTR:
             self.stopped_anywhere()

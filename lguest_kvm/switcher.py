@@ -63,6 +63,9 @@ FRAME_SIZE = ctypes.sizeof(Frame)
 FRAME_OFFSET = (REGS_PAGE + 1) * abi.PAGE_SIZE - FRAME_SIZE
 FRAME_LINEAR = HOST_BASE + FRAME_OFFSET
 IST_TOP = HOST_BASE + (REGS_PAGE + 1) * abi.PAGE_SIZE
+NMI_STACK_TOP = HOST_BASE + REGS_PAGE * abi.PAGE_SIZE + 2048     # IST2, well below the frame
+SWITCHER_NMI_PORT = 0x4D
+NMI_VECTOR = 2
 
 
 # S:120 The code.  Each of the 256 vectors has a sixteen-byte stub: push a zero error code where the
@@ -103,8 +106,19 @@ COMMON_LINEAR = HOST_BASE + COMMON_PAGE * 4096
 RESUME_LINEAR = COMMON_LINEAR + sum(len(b) for _, b in COMMON_SAVE)
 
 
+# S:125 The NMI is the odd one out.  KVM can deliver it anywhere, even in the Switcher's resume path
+# at CPL 0, where a frame pushed on IST1 would land on the Guest's half-restored registers.  So
+# vector 2 has a stack of its own (IST2) and a stub that touches nothing: it tells the Host with an
+# `out` to a port of its own, and `iretq`s straight back to wherever the NMI struck.  2.6.23's NMI
+# stub did nothing but return, too.
+# :*
+NMI_STUB = bytes([0xE6, SWITCHER_NMI_PORT]) + b"\x48\xcf"          # out %al,$0x4d; iretq
+
+
 def stub_code(vector):
     """The sixteen bytes of one vector's entry stub."""
+    if vector == NMI_VECTOR:
+        return NMI_STUB.ljust(16, b"\xcc")
     code = b"" if vector in ERRCODE_VECTORS else b"\x6a\x00"       # push $0
     code += b"\x68" + struct.pack("<I", vector)                    # push $vector
     here = LINEAR_STUBS + vector * 16 + len(code) + 5
@@ -141,9 +155,10 @@ def tss_descriptor():
 
 
 def idt_gate(vector, dpl):
-    """A 64-bit interrupt gate to the vector's stub, on IST1."""
+    """A 64-bit interrupt gate to the vector's stub, on IST1 (IST2 for the NMI)."""
     off = LINEAR_STUBS + vector * 16
-    return struct.pack("<HHBBHII", off & 0xFFFF, SEL_HOST_CS, 1, 0x8E | (dpl << 5),
+    ist = 2 if vector == NMI_VECTOR else 1
+    return struct.pack("<HHBBHII", off & 0xFFFF, SEL_HOST_CS, ist, 0x8E | (dpl << 5),
                        (off >> 16) & 0xFFFF, off >> 32, 0)
 
 
@@ -168,6 +183,7 @@ class Switcher:
         tss = GDT_PAGE * 4096 + TSS_OFFSET
         struct.pack_into("<Q", hmem, tss + 4, IST_TOP)           # rsp0
         struct.pack_into("<Q", hmem, tss + 0x24, IST_TOP)        # ist1
+        struct.pack_into("<Q", hmem, tss + 0x2C, NMI_STACK_TOP)  # ist2
         struct.pack_into("<H", hmem, tss + 102, 104)             # no I/O bitmap: IN/OUT trap
         # Only the hypercall gate may be used by the Guest's own `int`; everything else is DPL 0, so a
         # software `int n` at CPL 1 or 3 raises #GP(n*8+2), exactly as on a 2.6.23 Host.

@@ -11,6 +11,7 @@ static __attribute__((unused)) void checkpoint(unsigned tag)
 	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
 }
 
+static volatile unsigned stop_flag;
 static volatile unsigned log[16], nlog, ticks;
 static volatile unsigned seen_enabled, seen_eflags, seen_cs, seen_eip, seen_sec;
 
@@ -126,8 +127,11 @@ int main(void)
 	printk("woke: ticks=%u enabled=%x\n", ticks, (unsigned)lguest_data.irq_enabled);
 	checkpoint(2);
 #elif MODE == 6	/* a busy Guest: for break-out and signals */
+	/* Spin until the test sets stop_flag, whose Guest-physical address the checkpoint carries. */
+	cp_dma.addr[1] = __pa(&stop_flag);
 	checkpoint(1);
-	spin(300000);
+	while (!stop_flag)
+		;
 	printk("done\n");
 #elif MODE == 7	/* a halted Guest with no timer: only a break gets the Launcher back */
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
