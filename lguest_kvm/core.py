@@ -16,8 +16,9 @@ import time
 from . import abi
 from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
     KVM_EXIT_INTR, kvm_run_raw, kvm_sregs
-from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, SWITCHER_NMI_PORT, FRAME_LINEAR, RESUME_LINEAR,
-                       switcher_sregs, CR0_GUEST, CR0_TS, INITIAL_GUEST_GDT)
+from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, SWITCHER_NMI_PORT,
+                       FRAME_LINEAR, RESUME_LINEAR, switcher_sregs, CR0_GUEST, CR0_TS,
+                       INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
 from . import assist, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
 from . import segments  # noqa: F401  (hypercalls reach it; listed for the reader)
