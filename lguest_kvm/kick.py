@@ -19,6 +19,11 @@ import threading
 import time
 
 SIG_KICK = signal.SIGRTMIN + 6
+# Signals a Launcher may handle or die of, which must interrupt read() when the Guest runs or
+# sleeps.  Not the synchronous ones (faults, SIGPIPE), nor job control, nor default-ignored ones.
+ASYNC_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+                 signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
+                 signal.SIGIO, signal.SIGPWR}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLOCK_MONOTONIC = 1
@@ -61,10 +66,11 @@ class Kicker:
     def __init__(self, vm):
         self.ident = threading.get_ident()
         self.tid = threading.get_native_id()
-        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {SIG_KICK})
-        run_mask = set(self.old_mask) - {SIG_KICK}
-        vm.set_signal_mask(_sigset(run_mask))
-        self._waitset = ctypes.create_string_buffer(_sigset({SIG_KICK}) + bytes(120))
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {SIG_KICK} | ASYNC_SIGNALS)
+        # While the Guest runs, the thread's own mask applies again, less the kick.
+        self.open_signals = ASYNC_SIGNALS - set(self.old_mask)
+        vm.set_signal_mask(_sigset(set(self.old_mask) - {SIG_KICK}))
+        self._kickset = ctypes.create_string_buffer(_sigset({SIG_KICK}) + bytes(120))
         self.timer = ctypes.c_void_p()
         self.timer_created = False          # POSIX timer ids start at 0: the id can't say
         sev = sigevent(sigev_signo=SIG_KICK, sigev_notify=SIGEV_THREAD_ID, sigev_tid=self.tid)
@@ -83,31 +89,50 @@ class Kicker:
     def drain(self):
         """Consume pending kicks (they queue); True if there was at least one."""
         got = False
-        while self._wait(0) == 0:
+        while self._wait(self._kickset, 0) == SIG_KICK:
             got = True
         return got
 
-    def _wait(self, timeout_ns):
-        ts = timespec(timeout_ns // 1_000_000_000, timeout_ns % 1_000_000_000)
-        r = _libc.sigtimedwait(self._waitset, None, ctypes.byref(ts))
-        if r > 0:
-            return 0
-        return -ctypes.get_errno()
+    def deliver_pending(self):
+        """Let the Launcher's signals that stopped KVM_RUN reach their handlers (KVM leaves them
+        pending, blocked again, when it returns)."""
+        pending = signal.sigpending() & self.open_signals
+        if pending:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, pending)
+            signal.pthread_sigmask(signal.SIG_BLOCK, pending)
+        return bool(pending)
 
+    @staticmethod
+    def _wait(sigset, timeout_ns):
+        """sigtimedwait(): the signal taken, or -errno."""
+        ts = timespec(timeout_ns // 1_000_000_000, timeout_ns % 1_000_000_000)
+        r = _libc.sigtimedwait(sigset, None, ctypes.byref(ts))
+        return r if r > 0 else -ctypes.get_errno()
+
+    # H:910 Sleeping without losing a signal.  The Launcher's own signals (SIGTERM, SIGINT, a timer's
+    # SIGALRM...) are blocked in this thread while Python runs, and open only inside KVM_RUN and this
+    # sleep: a signal that arrives just before either would otherwise have its handler run late, and
+    # the thread sleep on regardless.  So the sleep waits for the kick *and* those signals; when one
+    # of the Launcher's comes, it is handed back to its handler and read() says EINTR, as 2.6.23's
+    # interruptible sleep did.
+    # :*
     def sleep(self, deadline_ns):
         """Sleep until kicked or deadline (monotonic ns; None = forever).  0, or -EINTR for a signal."""
-        while True:
-            if deadline_ns is None:
-                timeout = 3600 * 1_000_000_000
-            else:
-                timeout = max(0, deadline_ns - time.monotonic_ns())
-            r = self._wait(timeout)
-            if r == 0 or r == -errno.EAGAIN:
-                return 0
-            if r == -errno.EINTR:
-                return -errno.EINTR
-            if deadline_ns is not None:
-                return 0
+        waitset = ctypes.create_string_buffer(_sigset({SIG_KICK} | self._interrupting()) + bytes(120))
+        timeout = None if deadline_ns is None else max(0, deadline_ns - time.monotonic_ns())
+        r = self._wait(waitset, 3600 * 1_000_000_000 if timeout is None else timeout)
+        if r > 0 and r != SIG_KICK:
+            signal.pthread_kill(self.ident, r)          # back to where its handler will see it
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {r})
+            signal.pthread_sigmask(signal.SIG_BLOCK, {r})
+            return -errno.EINTR
+        if r == -errno.EINTR:
+            return -errno.EINTR
+        return 0
+
+    def _interrupting(self):
+        """The Launcher's open signals that would interrupt a sleep (not the ignored ones)."""
+        return {s for s in self.open_signals if signal.getsignal(s) is not signal.SIG_IGN}
 
     def arm(self, deadline_ns):
         """Send a kick at monotonic time deadline_ns (None disarms)."""

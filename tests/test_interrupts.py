@@ -1,5 +1,6 @@
 """Interrupts, the timer, HALT, break-out and signals, on Guests that really run."""
 import errno
+import os
 import signal
 import struct
 import threading
@@ -182,3 +183,23 @@ def test_nmi_is_swallowed():
         g.close()
     assert g.text == "still here\n"
     assert exits.get(2) == 1
+
+
+def test_signal_just_before_read_is_not_lost():
+    """A signal that arrives while the Launcher runs Python is held until read() runs the Guest,
+    then reaches its handler and read() says EINTR — even for a Guest that halts with no timer."""
+    g = boot(7)
+    seen = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: seen.append(1))
+    rescue = threading.Timer(5, lambda: g.lg.write(req(abi.LHREQ_BREAK, 1)))
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        rescue.start()                                # if the signal were lost, read() would sleep
+        with pytest.raises(OSError) as e:
+            g.lg.read(8)
+        assert e.value.errno == errno.EINTR
+        assert seen == [1]
+    finally:
+        rescue.cancel()
+        signal.signal(signal.SIGUSR1, old)
+        g.close()
