@@ -34,3 +34,18 @@ def pytest_runtest_setup(item):
     if os.environ.get("LGUEST_REQUIRE_KVM") == "1":
         pytest.fail(f"{why}, and LGUEST_REQUIRE_KVM=1 requires it", pytrace=False)
     pytest.skip(SKIP_REASON)
+
+
+@pytest.fixture
+def run():
+    """Start the real `lguest` command on a pty (test_launcher_run.Run); all are closed afterwards."""
+    from test_launcher_run import Run
+    runs = []
+
+    def start(*args, **kw):
+        r = Run(*args, **kw)
+        runs.append(r)
+        return r
+    yield start
+    for r in runs:
+        r.close()

@@ -50,19 +50,6 @@ def ns_ip(ns, *args):
                           text=True).stdout
 
 
-@pytest.fixture
-def run():
-    runs = []
-
-    def start(*args, **kw):
-        r = Run(*args, **kw)
-        runs.append(r)
-        return r
-    yield start
-    for r in runs:
-        r.close()
-
-
 @pytest.fixture(scope="module")
 def ln_console():
     return build("ln_console.c")

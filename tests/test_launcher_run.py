@@ -106,19 +106,6 @@ def ln_block():
     return build("ln_block.c")
 
 
-@pytest.fixture
-def run():
-    runs = []
-
-    def start(*args, **kw):
-        r = Run(*args, **kw)
-        runs.append(r)
-        return r
-    yield start
-    for r in runs:
-        r.close()
-
-
 RAW_BITS = termios.ICANON | termios.ECHO | termios.ISIG
 
 

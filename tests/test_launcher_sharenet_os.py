@@ -19,19 +19,6 @@ def guest_os():
     return bundled_guest()                      # built (or found in the cache) once
 
 
-@pytest.fixture
-def run():
-    runs = []
-
-    def start(*args, **kw):
-        r = Run(*args, **kw)
-        runs.append(r)
-        return r
-    yield start
-    for r in runs:
-        r.close()
-
-
 def _ping(r, ip, count):
     """Type `ping IP COUNT` and wait for its summary; return the console text it produced."""
     before = len(r.text)
