@@ -17,7 +17,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from guestrun import build   # noqa: E402
-from test_launcher_run import Run   # noqa: E402
 
 pytestmark = pytest.mark.kvm
 _names = itertools.count()

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_launcher_run import Run   # noqa: E402
 
 pytestmark = pytest.mark.kvm
 PROMPT = "lguest$ "
