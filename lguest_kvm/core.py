@@ -255,10 +255,7 @@ class Guest:
             # A kick (the timer, a break, another Guest's DMA) just means "look again"; any other
             # signal is the Launcher's, and read() returns EINTR for it.
             self.stopped_anywhere()
-            kicked = self.kicker.drain()
-            if self.kicker.deliver_pending():
-                return -errno.EINTR
-            return 0 if kicked or r == -errno.EAGAIN else -errno.EINTR
+            return 0 if self.kicker.drain() or r == -errno.EAGAIN else -errno.EINTR
         reason, port = _EXIT.unpack_from(self.vm.run_map)
         if reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True

@@ -19,11 +19,8 @@ import threading
 import time
 
 SIG_KICK = signal.SIGRTMIN + 6
-# Signals a Launcher may handle or die of, which must interrupt read() when the Guest runs or
-# sleeps.  Not the synchronous ones (faults, SIGPIPE), nor job control, nor default-ignored ones.
-ASYNC_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-                 signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
-                 signal.SIGIO, signal.SIGPWR}
+# The longest the HALT sleep stays in one sigtimedwait() (see H:910).
+SLEEP_SLICE_NS = 50_000_000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLOCK_MONOTONIC = 1
@@ -66,9 +63,8 @@ class Kicker:
     def __init__(self, vm):
         self.ident = threading.get_ident()
         self.tid = threading.get_native_id()
-        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {SIG_KICK} | ASYNC_SIGNALS)
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {SIG_KICK})
         # While the Guest runs, the thread's own mask applies again, less the kick.
-        self.open_signals = ASYNC_SIGNALS - set(self.old_mask)
         vm.set_signal_mask(_sigset(set(self.old_mask) - {SIG_KICK}))
         self._kickset = ctypes.create_string_buffer(_sigset({SIG_KICK}) + bytes(120))
         self.timer = ctypes.c_void_p()
@@ -93,15 +89,6 @@ class Kicker:
             got = True
         return got
 
-    def deliver_pending(self):
-        """Let the Launcher's signals that stopped KVM_RUN reach their handlers (KVM leaves them
-        pending, blocked again, when it returns)."""
-        pending = signal.sigpending() & self.open_signals
-        if pending:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, pending)
-            signal.pthread_sigmask(signal.SIG_BLOCK, pending)
-        return bool(pending)
-
     @staticmethod
     def _wait(sigset, timeout_ns):
         """sigtimedwait(): the signal taken, or -errno."""
@@ -109,30 +96,25 @@ class Kicker:
         r = _libc.sigtimedwait(sigset, None, ctypes.byref(ts))
         return r if r > 0 else -ctypes.get_errno()
 
-    # H:910 Sleeping without losing a signal.  The Launcher's own signals (SIGTERM, SIGINT, a timer's
-    # SIGALRM...) are blocked in this thread while Python runs, and open only inside KVM_RUN and this
-    # sleep: a signal that arrives just before either would otherwise have its handler run late, and
-    # the thread sleep on regardless.  So the sleep waits for the kick *and* those signals; when one
-    # of the Launcher's comes, it is handed back to its handler and read() says EINTR, as 2.6.23's
-    # interruptible sleep did.
+    # H:910 Sleeping without losing a signal.  The Launcher's own signals (SIGTERM, a timer's
+    # SIGALRM...) interrupt the sleep and read() says EINTR, as 2.6.23's interruptible sleep did.  But
+    # Python runs a signal's handler only between bytecodes: one that arrives just before we enter
+    # sigtimedwait() has already been taken by the C-level handler and will not interrupt it.  So
+    # the sleep is cut into slices of 50 ms, and between slices Python gets to run such a handler
+    # (the Launcher's SIGTERM handler raises, and that ends read()).  Blocking the Launcher's signals
+    # outside KVM_RUN instead would send them to other threads, whose handlers then wait for us.
     # :*
     def sleep(self, deadline_ns):
         """Sleep until kicked or deadline (monotonic ns; None = forever).  0, or -EINTR for a signal."""
-        waitset = ctypes.create_string_buffer(_sigset({SIG_KICK} | self._interrupting()) + bytes(120))
-        timeout = None if deadline_ns is None else max(0, deadline_ns - time.monotonic_ns())
-        r = self._wait(waitset, 3600 * 1_000_000_000 if timeout is None else timeout)
-        if r > 0 and r != SIG_KICK:
-            signal.pthread_kill(self.ident, r)          # back to where its handler will see it
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {r})
-            signal.pthread_sigmask(signal.SIG_BLOCK, {r})
-            return -errno.EINTR
-        if r == -errno.EINTR:
-            return -errno.EINTR
-        return 0
-
-    def _interrupting(self):
-        """The Launcher's open signals that would interrupt a sleep (not the ignored ones)."""
-        return {s for s in self.open_signals if signal.getsignal(s) is not signal.SIG_IGN}
+        while True:
+            left = SLEEP_SLICE_NS if deadline_ns is None else deadline_ns - time.monotonic_ns()
+            if left <= 0:
+                return 0
+            r = self._wait(self._kickset, min(left, SLEEP_SLICE_NS))
+            if r == SIG_KICK:
+                return 0
+            if r == -errno.EINTR:
+                return -errno.EINTR
 
     def arm(self, deadline_ns):
         """Send a kick at monotonic time deadline_ns (None disarms)."""
