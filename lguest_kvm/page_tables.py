@@ -228,10 +228,6 @@ class ShadowPages:
         else:
             self.flush_user_mappings(self.current)
 
-    def release_all(self):
-        for root in self.roots:
-            self.flush_all(root)
-
     # H:350 Stack pinning.  The Host writes interrupt frames onto the Guest's kernel stack, and a page
     # fault there would have nowhere to go; so the pages SET_STACK names are faulted in (as writes)
     # up front, and kept so after every flush.  A stack page in the Switcher's 4 MiB is refused as

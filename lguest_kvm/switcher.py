@@ -15,7 +15,7 @@ import ctypes
 import struct
 
 from . import abi
-from .kvm import kvm_segment, kvm_sregs, u64
+from .kvm import kvm_sregs, u64
 
 # The Host slot's Guest-physical address, and the linear address the Switcher is mapped at: the same
 # number, 4 GiB, above anything a 32-bit Guest address can reach.
@@ -251,6 +251,3 @@ def switcher_sregs(sregs: kvm_sregs, cr3, cr0=CR0_GUEST):
     sregs.efer = EFER_LME | EFER_LMA
     return sregs
 
-
-def seg_selector(seg: kvm_segment):
-    return seg.selector

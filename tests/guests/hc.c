@@ -1,16 +1,7 @@
 /* Hypercall scenarios, one per MODE (built with -DMODE=n by tests/test_hypercalls.py). */
 #include "lguest.h"
 
-/* A checkpoint: a DMA to a private key makes read() return, so the test can look at the Host. */
-#define CHECKPOINT_KEY 0x2000
-static struct lguest_dma cp_dma;
-static __attribute__((unused)) void checkpoint(unsigned tag)
-{
-	cp_dma.used_len = 0;
-	cp_dma.len[0] = 0;
-	cp_dma.addr[0] = tag;
-	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
-}
+#include "checkpoint.h"
 
 static __attribute__((unused)) char crashmsg[200];
 

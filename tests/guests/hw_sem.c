@@ -5,17 +5,9 @@
  * hardware KVM the CPU runs all of it; the Host assists nothing. */
 #include "lguest.h"
 
-#define CHECKPOINT_KEY 0x2000
-#define HCALLS 50
+#include "checkpoint.h"
 
-static struct lguest_dma cp_dma;
-static void checkpoint(unsigned tag)
-{
-	cp_dma.used_len = 0;
-	cp_dma.len[0] = 0;
-	cp_dma.addr[0] = tag;
-	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
-}
+#define HCALLS 50
 
 static unsigned ud_eip, ud_cs, sys_cs, sys_eax;
 extern char at_ud2[];

@@ -1,15 +1,7 @@
 /* Interrupt, timer and HALT scenarios, one per MODE (tests/test_interrupts.py). */
 #include "lguest.h"
 
-#define CHECKPOINT_KEY 0x2000
-static struct lguest_dma cp_dma;
-static __attribute__((unused)) void checkpoint(unsigned tag)
-{
-	cp_dma.used_len = 0;
-	cp_dma.len[0] = 0;
-	cp_dma.addr[0] = tag;
-	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
-}
+#include "checkpoint.h"
 
 static volatile unsigned stop_flag;
 static volatile unsigned log[16], nlog, ticks;

@@ -39,16 +39,7 @@ static void *alloc_page(void)
 	return memset(pool[pool_used++], 0, 4096);
 }
 
-/* A checkpoint: a DMA to a private key makes read() return, so the test can look at the Host. */
-#define CHECKPOINT_KEY 0x2000
-static struct lguest_dma cp_dma;
-static void checkpoint(unsigned tag)
-{
-	cp_dma.used_len = 0;
-	cp_dma.len[0] = 0;
-	cp_dma.addr[0] = tag;
-	hcall(LHCALL_SEND_DMA, CHECKPOINT_KEY, __pa(&cp_dma), 0);
-}
+#include "checkpoint.h"
 
 static int in_user_code(unsigned long eip)
 {
