@@ -48,6 +48,7 @@ class Guest:
         self.noirq_start = self.noirq_end = 0
         self.next_hcall = 0
         self.dma_is_pending = False
+        self.dma_reported = False             # read() returned the pending DMA to the Launcher
         self.pending_dma = self.pending_key = 0
         self.irqs_pending = 0
         self.halted = False
@@ -64,6 +65,8 @@ class Guest:
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
         self.timer_deadline = None            # monotonic ns when the clock event fires
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
+        self.trap_to_handle = False           # the frame holds a trap the run loop has not dealt with
+        self.step = None                      # what the run loop is in the middle of, if anything
         self.kicker = None
         self.assists = 0                      # kvm-pvm instruction assists
         self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
@@ -72,6 +75,7 @@ class Guest:
         try:
             self.vm = VM(kvm)
             self.kicker = Kicker(self.vm)
+            self.vm.run.exit_reason = EXIT_NONE
             self.tsc_khz = host_tsc_khz(self.vm)
             if self.backed_pages:
                 self.vm.set_memory(RAM_SLOT, 0, memory, self.backed_pages * 4096)
@@ -122,8 +126,12 @@ class Guest:
 
     def collect_remote(self):
         """IRQs other Guests raised for us, and a death one of them passed on us."""
+        if not self.registry.anything_for(self.guestid):
+            return
+        self.step = "collecting other Guests' interrupts"
         irqs, msg = self.registry.collect(self.guestid, self.nonce)
         self.irqs_pending |= irqs
+        self.step = None
         if msg is not None:
             self.kill_guest(msg)
 
@@ -191,13 +199,43 @@ class Guest:
         self.shadow.pin_stack_pages(self.esp1, self.stack_pages)
 
     # H:200 The run loop, 2.6.23's run_guest(), entered by every read() of the Launcher.  Each time
-    # round: do the hypercalls the Guest left for us, return to the Launcher if one of them was a DMA
-    # for it, leave for a signal or a break request, maybe inject an interrupt, and then run the Guest
-    # until it next traps, and deal with the trap.
+    # round: deal with the trap the Guest last took, do the hypercalls it left for us, return to the
+    # Launcher if one of them was a DMA for it, leave for a signal or a break request, maybe inject an
+    # interrupt, and then run the Guest until it next traps.
     # :*
     def run(self):
         """Run until there is something for the Launcher: 8 bytes of DMA, or an errno."""
+        try:
+            return self.run_loop()
+        except BaseException as e:
+            # H:205 Python runs a signal handler in the main thread between any two bytecodes, so the
+            # Launcher's handler may raise right in the middle of the Host's work, where the kernel's
+            # run loop could never be interrupted.  Where that is harmless the loop is built for it:
+            # an exit KVM reported but we did not yet look at stays marked in kvm_run (exit_reason is
+            # set to EXIT_NONE only once it is dealt with), and a trap waits in `trap_to_handle`, so
+            # the next read() picks both up where the exception left them.  A Guest whose hypercall,
+            # trap or interrupt delivery was cut in half is in no state anyone can vouch for: it is
+            # killed, saying so.  A handler that only sets a flag, as 2.6.23's Launcher had, never
+            # costs the Guest anything: read() returns EINTR, and the Guest resumes.
+            # :*
+            if self.step is not None and self.dead is None and self.vm is not None:
+                self.kill_guest("%s interrupted the Host while %s"
+                                % (type(e).__name__, self.step))
+            self.step = None
+            raise
+
+    def run_loop(self):
+        run = self.vm.run
         while True:
+            if run.exit_reason != EXIT_NONE:
+                self.finish_exit()            # KVM's last exit, if an exception cut in after it
+            if self.trap_to_handle:
+                self.step = "handling trap %d" % self.frame.trapnum
+                self.trap_to_handle = False
+                interrupts_and_traps.handle_trap(self, self.frame.trapnum)
+                self.step = None
+            if self.dead is not None:
+                return -errno.ENOENT
             # While the vCPU is part-way through the Switcher, the frame is the Switcher's to finish:
             # no hypercall, trap or interrupt may be taken from it until the next real exit.
             settled = not self.mid_switcher
@@ -221,10 +259,6 @@ class Guest:
             r = self.run_guest_once()
             if r:
                 return r
-            if not self.mid_switcher:
-                self.handle_trap()
-            if self.dead is not None:
-                return -errno.ENOENT
 
     # H:210 Entering the Guest.  The frame's trap number is set to 256 first, as 2.6.23 did, so a fault
     # inside the Switcher itself can be told from a Guest trap.  If the Host changed a shadow entry the
@@ -247,35 +281,42 @@ class Guest:
                 self.loaded_ts = self.ts
         else:
             assist.resume(self)
-        self.mid_switcher = False
         r = kvm_run_raw(self.vm.vcpu)
         if r < 0:
             if r not in (-errno.EINTR, -errno.EAGAIN):
                 raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
+            self.vm.run.exit_reason = KVM_EXIT_INTR      # what KVM writes for EINTR; EAGAIN too here
+        return self.finish_exit()
+
+    def finish_exit(self):
+        """Take in the exit KVM_RUN reported: 0 to go on, -EINTR for the Launcher's signal."""
+        run_map = self.vm.run_map
+        reason, port = _EXIT.unpack_from(run_map)
+        self.mid_switcher = False             # KVM ran, so the Switcher has moved on
+        r = 0
+        if reason == KVM_EXIT_INTR:
             # A kick (the timer, a break, another Guest's DMA) just means "look again"; any other
             # signal is the Launcher's, and read() returns EINTR for it.
             self.stopped_anywhere()
-            return 0 if self.kicker.drain() or r == -errno.EAGAIN else -errno.EINTR
-        reason, port = _EXIT.unpack_from(self.vm.run_map)
-        if reason == KVM_EXIT_IO and port == SWITCHER_PORT:
+            r = 0 if self.kicker.drain() else -errno.EINTR
+        elif reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True
-            trapnum = f.trapnum
+            trapnum = self.frame.trapnum
             self.exits[trapnum] = self.exits.get(trapnum, 0) + 1
-            if f.cs & 3 == 0:
-                self.kill_guest("unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, f.eip, f.errcode))
-            return 0
-        if reason == KVM_EXIT_IO and port == SWITCHER_NMI_PORT:
+            if self.frame.cs & 3 == 0:
+                self.kill_guest("unhandled trap %d at %#x (%#x)"
+                                % (TRAP_IN_SWITCHER, self.frame.eip, self.frame.errcode))
+            self.trap_to_handle = self.dead is None
+        elif reason == KVM_EXIT_IO and port == SWITCHER_NMI_PORT:
             # The NMI stub reports in from wherever the NMI struck; the next KVM_RUN returns there.
             self.exits[2] = self.exits.get(2, 0) + 1
             self.mid_switcher = True
-            return 0
-        if reason == KVM_EXIT_INTR:
-            self.stopped_anywhere()
-            return 0
-        if reason == KVM_EXIT_INTERNAL_ERROR and assist.capture(self):
-            return 0
-        self.kill_guest(self.describe_exit(reason))
-        return 0
+        elif reason == KVM_EXIT_INTERNAL_ERROR and assist.capture(self):
+            self.trap_to_handle = not self.mid_switcher and self.dead is None
+        else:
+            self.kill_guest(self.describe_exit(reason))
+        _U32.pack_into(run_map, _EXIT_REASON, EXIT_NONE)
+        return r
 
     # H:215 A signal stops the vCPU wherever it happens to be, not at a trap.  If that was in the
     # Guest, its registers are saved into the frame as a trap would have saved them, marked as "no
@@ -302,9 +343,6 @@ class Guest:
         if reason == KVM_EXIT_IO:
             return "unexpected I/O exit on port %#x" % self.vm.run.u.io.port
         return "unexpected KVM exit %d" % reason
-
-    def handle_trap(self):
-        interrupts_and_traps.handle_trap(self, self.frame.trapnum)
 
     # H:190 Letting go (2.6.23's release): the VM, the vCPU, the shadow tables and the Host slot.
     # :*
@@ -350,3 +388,6 @@ def host_tsc_khz(vm):
 
 _U32 = struct.Struct("<I")
 _EXIT = struct.Struct("<8xI22xH")         # kvm_run.exit_reason, and io.port when it is an I/O exit
+_EXIT_REASON = 8
+_U32 = struct.Struct("<I")
+EXIT_NONE = 0xFFFFFFFF                    # our mark in kvm_run.exit_reason: no exit left to look at

@@ -247,10 +247,14 @@ class Registry:
             s.killed = 1
         tgkill(s.pid, s.tid)
 
+    def anything_for(self, guestid):
+        """Whether other Guests left anything for this one: checked without any lock."""
+        return any(_PENDING.unpack_from(self.map, _SLOT_PENDING + guestid * _SLOT_SIZE))
+
     def collect(self, guestid, nonce):
         """(irq bits, death message or None) that other Guests left for this one."""
-        if not any(_PENDING.unpack_from(self.map, _SLOT_PENDING + guestid * _SLOT_SIZE)):
-            return 0, None                  # the usual case, checked without any lock
+        if not self.anything_for(guestid):
+            return 0, None                  # the usual case
         s = self.table.slots[guestid]
         with self:
             if s.nonce != nonce:

@@ -65,6 +65,7 @@ def do_async_hcalls(lg):
         return
     if lg.mem[status_at + lg.next_hcall] == 0xFF:
         return                                  # the usual case: nothing queued
+    lg.step = "running the asynchronous hypercalls"
     status = bytes(lg.mem[status_at:status_at + abi.LHCALL_RING_SIZE])
     calls_at = lg.data_field("hcalls")
     for _ in range(abi.LHCALL_RING_SIZE):
@@ -84,6 +85,7 @@ def do_async_hcalls(lg):
         lg.mem[status_at + n] = 0xFF
         if lg.dma_is_pending or lg.dead is not None:
             break
+    lg.step = None
 
 
 # H:520 LGUEST_INIT, the first hypercall a Guest makes: it tells the Host where its lguest_data lives.
@@ -112,20 +114,24 @@ def do_hypercalls(lg):
     if lg.lguest_data is None:
         if f.trapnum != abi.LGUEST_TRAP_ENTRY:
             return
+        lg.step = "running LGUEST_INIT"
         f.trapnum = TRAP_HCALL_DONE
         call = f.eax & 0xFFFFFFFF
         if call != abi.LHCALL_LGUEST_INIT:
             lg.kill_guest("hypercall %d before LGUEST_INIT" % call)
-            return
-        initialize(lg, f.edx & 0xFFFFFFFF)
+        else:
+            initialize(lg, f.edx & 0xFFFFFFFF)
+        lg.step = None
         return
     do_async_hcalls(lg)
     if lg.dma_is_pending or f.trapnum != abi.LGUEST_TRAP_ENTRY or lg.dead is not None:
         return
+    lg.step = "running hypercall %d" % (f.eax & 0xFFFFFFFF)
     f.trapnum = TRAP_HCALL_DONE
     r = do_hcall(lg, f.eax & 0xFFFFFFFF, f.edx & 0xFFFFFFFF, f.ebx & 0xFFFFFFFF, f.ecx & 0xFFFFFFFF)
     if r is not None:
         f.eax = r
+    lg.step = None
 
 
 _REGS4 = struct.Struct("<4I")

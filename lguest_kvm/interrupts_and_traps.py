@@ -239,20 +239,21 @@ def maybe_do_interrupt(lg):
     f = lg.frame
     if lg.noirq_start <= (f.eip & 0xFFFFFFFF) < lg.noirq_end:
         return
+    if not lg.halted and not lg.peek_u32(lg.data_field("irq_enabled")):
+        return
+    lg.step = "delivering interrupt %d" % irq
     if lg.halted:
         if not lg.poke_u32(lg.data_field("irq_enabled"), abi.X86_EFLAGS_IF):
             lg.kill_guest("Re-enabling interrupts")
+            lg.step = None
             return
         lg.halted = False
-    else:
-        enabled = lg.peek_u32(lg.data_field("irq_enabled"))
-        if not enabled:
-            return
     lo, hi = lg.idt[abi.FIRST_EXTERNAL_VECTOR + irq]
     if idt_present(hi):
         lg.irqs_pending &= ~(1 << irq)
         set_guest_interrupt(lg, lo, hi, False)
     write_timestamp(lg)
+    lg.step = None
 
 
 def write_timestamp(lg):

@@ -122,9 +122,14 @@ class Lguest:
         if lg.dead is not None:
             msg = lg.dead.encode("latin-1") + b"\0"
             return msg[:max(0, size)]
-        lg.dma_is_pending = False
+        # The DMA the last read() returned has been seen: the Guest may go on.  One that an exception
+        # from a signal handler kept from reaching the Launcher is returned again instead (H:205);
+        # nothing between run() returning it and marking it seen calls out, so no handler runs there.
+        if lg.dma_reported:
+            lg.dma_is_pending = lg.dma_reported = False
         r = lg.run()
-        if isinstance(r, bytes):
+        if r.__class__ is bytes:
+            lg.dma_reported = True
             return r
         raise OSError(-r, os.strerror(-r))
 

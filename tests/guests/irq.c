@@ -125,6 +125,20 @@ int main(void)
 	while (!stop_flag)
 		;
 	printk("done\n");
+#elif MODE == 10	/* busy work whose result can be checked: for signals landing anywhere */
+	/* An LCG step per turn until the test sets stop_flag; with EXITS, every 64th turn also sets the
+	 * clock event, so hypercalls and timer interrupts keep the Host busy all along. */
+	lguest_data.irq_enabled = X86_EFLAGS_IF;
+	cp_dma.addr[1] = __pa(&stop_flag);
+	checkpoint(1);
+	unsigned x = 1, n = 0;
+	while (!stop_flag) {
+		x = x * 1103515245u + 12345u;
+		n++;
+		if (EXITS && (n & 63) == 0)
+			hcall(LHCALL_SET_CLOCKEVENT, 100000, 0, 0);
+	}
+	printk("n=%u x=%u\n", n, x);
 #elif MODE == 7	/* a halted Guest with no timer: only a break gets the Launcher back */
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
 	hcall(LHCALL_HALT, 0, 0, 0);
