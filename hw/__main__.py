@@ -15,7 +15,7 @@ from . import machine, prepare
 # depends on how the CPU runs the Guest.  Files not in the checkout (yet) are left out.
 DEFAULT_TESTS = ("test_hw_semantics.py", "test_kvm.py", "test_lguest_user.py", "test_hypercalls.py",
                  "test_interrupts.py", "test_usermode.py", "test_page_tables.py", "test_assist.py",
-                 "test_segments.py", "test_dma.py", "test_dma_streams.py")
+                 "test_segments.py", "test_dma.py", "test_dma_streams.py", "test_direct.py")
 DEFAULT_FLAGS = ("-v", "-rfEs", "--durations=15")
 
 
@@ -34,6 +34,8 @@ def main(argv=None):
                     help="seconds one test may take inside (default %(default)s)")
     ap.add_argument("--memory", type=int, default=1024, help="MiB (default %(default)s)")
     ap.add_argument("--cpus", type=int, default=1, help="vCPUs (default %(default)s)")
+    ap.add_argument("--paging", default="shadow,direct",
+                    help="run the tests once per paging backend in this list (default %(default)s)")
     args, pytest_args = ap.parse_known_args(argv)
     if pytest_args[:1] == ["--"]:
         pytest_args = pytest_args[1:]
@@ -42,7 +44,8 @@ def main(argv=None):
         return 0
     return machine.run(pytest_args or default_args(), timeout=args.timeout,
                        test_timeout=args.test_timeout, memory_mb=args.memory,
-                       cpus=args.cpus, shell=args.command == "shell")
+                       cpus=args.cpus, shell=args.command == "shell",
+                       pagings=tuple(p for p in args.paging.split(",") if p))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def needs_host_tmp(*paths):
     return any(pathlib.Path(p).resolve().is_relative_to("/tmp") for p in paths)
 
 
-def write_job(work, guests, pytest_args, test_timeout, tmpdir):
+def write_job(work, guests, pytest_args, test_timeout, tmpdir, pagings=("shadow",)):
     """The script hw/init runs inside the machine, chrooted into the host's /."""
     env = {
         "HOME": work / "home",
@@ -52,18 +52,22 @@ def write_job(work, guests, pytest_args, test_timeout, tmpdir):
              "-o", f"faulthandler_timeout={test_timeout * 2 // 3}"]
     if importlib.util.find_spec("pytest_timeout"):
         flags += [f"--timeout={test_timeout}"]
-    cmd = [sys.executable, "-m", "pytest", *flags, *pytest_args]
     lines = ["set -u", f"cd {shlex.quote(str(ROOT))}",
              f"mkdir -p {shlex.quote(str(work / 'home'))} {shlex.quote(tmpdir)}"]
     lines += [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
     lines += ['echo "HW: kvm module: $(ls -d /sys/module/kvm_amd /sys/module/kvm_intel '
-              '/sys/module/kvm_pvm 2>/dev/null)"',
-              'S=$(cut -d" " -f1 /proc/uptime)',
-              " ".join(shlex.quote(c) for c in cmd),
-              "RC=$?",
-              'echo "HW: pytest took $(echo "$(cut -d" " -f1 /proc/uptime) $S" | '
-              "awk '{printf \"%.1f\", $1 - $2}') s inside\"",
-              "exit $RC"]
+              '/sys/module/kvm_pvm 2>/dev/null)"', "RC=0"]
+    # One pytest run per paging backend (LGUEST_KVM_PAGING sets the Host's default); the job fails
+    # if any of them does.
+    for paging in pagings:
+        cmd = [sys.executable, "-m", "pytest", *flags, *pytest_args]
+        lines += [f'echo "HW: pytest with LGUEST_KVM_PAGING={paging}"',
+                  'S=$(cut -d" " -f1 /proc/uptime)',
+                  f"LGUEST_KVM_PAGING={paging} " + " ".join(shlex.quote(c) for c in cmd),
+                  "R=$?; [ $RC = 0 ] && RC=$R",
+                  'echo "HW: pytest (' + paging + ') exited with $R after $(echo "$(cut -d" " -f1 '
+                  "/proc/uptime) $S\" | awk '{printf \"%.1f\", $1 - $2}') s inside\""]
+    lines += ["exit $RC"]
     (work / "job.sh").write_text("\n".join(lines) + "\n")
 
 
@@ -112,7 +116,8 @@ def stream(proc, log, deadline):
             time.sleep(0.05)
 
 
-def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, shell=False):
+def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, shell=False,
+        pagings=("shadow",)):
     """Boot the prepared machine and run pytest with pytest_args inside; pytest's exit status, or
     1 when the machine did not report one (it hung, crashed or failed to boot)."""
     qemu, kernel, initrd = prep.prepare()
@@ -126,7 +131,8 @@ def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, she
     work.mkdir(parents=True)
     guests.mkdir(parents=True, exist_ok=True)
     host_tmp = needs_host_tmp(ROOT, sys.executable, sys.prefix, work, guests)
-    write_job(work, guests, pytest_args, test_timeout, "/dev/shm/tmp" if host_tmp else "/tmp")
+    write_job(work, guests, pytest_args, test_timeout, "/dev/shm/tmp" if host_tmp else "/tmp",
+              pagings)
     cmd = qemu_command(qemu, kernel, initrd, work, guests, memory_mb, cpus, shell, host_tmp)
     print("hw run: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     t0 = time.monotonic()

@@ -29,7 +29,7 @@ POWER_DOWN = "CRASH: Power down"
 KVM_DEVICE_ENV = "LGUEST_KVM_DEVICE"
 
 USAGE = ("lguest [--verbose|-v] [--sharenet=FILE] [--tunnet=IPV4|bridge:NAME] [--block=FILE] "
-         "[--initrd=FILE] ... MEM_MB [KERNEL [ARGS...]]")
+         "[--initrd=FILE] [--paging=shadow|direct] ... MEM_MB [KERNEL [ARGS...]]")
 
 HELP = """\
 usage: """ + USAGE + """
@@ -57,6 +57,10 @@ devices appear to the Guest in the order given, and the console is always last):
   --sharenet=FILE     a network card on a network shared with every other Guest whose
                       Launcher names the same FILE (created, mode 0600, if missing)
   --initrd=FILE       load FILE as the initial ramdisk, at the top of Guest memory
+  --paging=shadow     run the Guest on lguest's shadow page tables (works on every KVM)
+  --paging=direct     run the Guest on its own page tables, with the hardware's nested
+                      paging (EPT/NPT) underneath (needs Intel VMX or AMD SVM).  Default:
+                      direct where KVM can run it, shadow elsewhere; -v says which
   -h, --help          show this help and exit
 
 The console is this terminal: standard input goes to the Guest unechoed and unbuffered
@@ -96,6 +100,7 @@ class Options:
         self.help = False
         self.devices = []           # ("block" | "tunnet" | "sharenet", value), in order
         self.initrd = None
+        self.paging = None
         self.mem_arg = None
         self.mem_mb = 0
         self.kernel = None
@@ -107,7 +112,7 @@ class Options:
 
 
 _LONG = {"verbose": None, "sharenet": "FILE", "tunnet": "IPV4|bridge:NAME", "block": "FILE",
-         "initrd": "FILE", "help": None}
+         "initrd": "FILE", "paging": "shadow|direct", "help": None}
 
 
 def _long_option(name):
@@ -181,6 +186,11 @@ def _take_long(o, name, eq, value):
         raise UsageError(f"option '--{name}=' needs a {meta}")
     if name == "initrd":
         o.initrd = value
+        return
+    if name == "paging":
+        if value not in ("shadow", "direct"):
+            raise UsageError(f"--paging must be shadow or direct, not '{value}'")
+        o.paging = value
         return
     if name == "tunnet":
         from .net import parse_tunnet
@@ -330,10 +340,12 @@ class Launcher:
     def open_host(self):
         import lguest_kvm
         try:
-            self.lg = lguest_kvm.open(self.memory, kvm_path=self.kvm_path)
+            self.lg = lguest_kvm.open(self.memory, kvm_path=self.kvm_path, paging=self.opts.paging)
         except OSError as e:
+            if e.errno == errno.EINVAL and self.opts.paging:
+                raise Fatal(f"--paging={self.opts.paging}: {e.strerror}") from None
             raise Fatal(_kvm_error(self.kvm_path, e)) from None
-        self.verbose(f"Host: {self.kvm_path} ({self.lg.kind})")
+        self.verbose(f"Host: {self.kvm_path} ({self.lg.kind}), {self.lg.paging} paging")
 
     def initialize(self):
         try:

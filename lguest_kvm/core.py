@@ -15,12 +15,11 @@ import time
 
 from . import abi
 from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
-    KVM_EXIT_INTR, kvm_run_raw, kvm_sregs
-from .switcher import (Switcher, HOST_BASE, HOST_SLOT_SIZE, SWITCHER_PORT, SWITCHER_NMI_PORT,
-                       FRAME_LINEAR, RESUME_LINEAR, switcher_sregs, CR0_GUEST, CR0_TS,
+    KVM_EXIT_INTR, KVM_EXIT_MMIO, kvm_run_raw, kvm_sregs
+from .switcher import (Switcher, SWITCHER_PORT, SWITCHER_NMI_PORT, CR0_GUEST, CR0_TS,
                        INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
-from . import assist, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
+from . import assist, direct, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
 from . import segments  # noqa: F401  (hypercalls reach it; listed for the reader)
 from .kick import Kicker
 
@@ -32,8 +31,9 @@ TRAP_KICKED = 0x1FE           # the vCPU was stopped by a signal, not by a trap
 class Guest:
     """The Host's state for one Guest (2.6.23's struct lguest)."""
 
-    def __init__(self, kvm, memory, guestid, pfn_limit, pgdir, start, page_offset):
+    def __init__(self, kvm, memory, guestid, pfn_limit, pgdir, start, page_offset, paging="shadow"):
         self.kvm = kvm
+        self.paging = paging
         self.guestid = guestid
         self.pfn_limit = pfn_limit
         self.page_offset = page_offset
@@ -43,6 +43,8 @@ class Guest:
         self.registered = False
         # Pages the Launcher's buffer really backs; a Guest PTE beyond them cannot be mapped.
         self.backed_pages = min(len(self.mem) // 4096, pfn_limit, 1 << 20)
+        if paging == "direct":          # the Switcher's slot sits at 0xFFC00000 in Guest-physical space
+            self.backed_pages = min(self.backed_pages, direct.SWITCHER_BASE >> 12)
         self.dead = None                      # the death message, once killed
         self.lguest_data = None               # gpa of struct lguest_data after LGUEST_INIT
         self.noirq_start = self.noirq_end = 0
@@ -61,7 +63,7 @@ class Guest:
         self.idt = [(0, 0)] * 64
         self.syscall_idt = (0, 0)
         self.exits = {}                       # exit counts by vector, for benchmarks
-        self.needs_assists = kvm.kind == "kvm-pvm"
+        self.needs_assists = kvm.kind == "kvm-pvm" and paging == "shadow"
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
         self.timer_deadline = None            # monotonic ns when the clock event fires
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
@@ -71,7 +73,8 @@ class Guest:
         self.assists = 0                      # kvm-pvm instruction assists
         self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
         self.vm = None
-        self.hmem = mmap.mmap(-1, HOST_SLOT_SIZE)
+        switcher_class = direct.Switcher32 if paging == "direct" else Switcher
+        self.hmem = mmap.mmap(-1, switcher_class.SLOT_SIZE)
         try:
             self.vm = VM(kvm)
             self.kicker = Kicker(self.vm)
@@ -79,11 +82,13 @@ class Guest:
             self.tsc_khz = host_tsc_khz(self.vm)
             if self.backed_pages:
                 self.vm.set_memory(RAM_SLOT, 0, memory, self.backed_pages * 4096)
-            self.vm.set_memory(HOST_SLOT, HOST_BASE, self.hmem, HOST_SLOT_SIZE)
+            self.vm.set_memory(HOST_SLOT, switcher_class.HOST_BASE, self.hmem, switcher_class.SLOT_SIZE)
             self.register_hostwide(memory)
-            self.switcher = Switcher(self.hmem)
+            self.switcher = switcher_class(self.hmem)
             self.frame = self.switcher.frame
-            self.shadow = ShadowPages(self)
+            # The object the page-table hypercalls talk to: lguest's shadow tables, or, in the direct
+            # backend, the little that is left of them when the CPU walks the Guest's own tables.
+            self.shadow = direct.DirectPages(self) if paging == "direct" else ShadowPages(self)
             self.shadow.init_root(pgdir)
             self.kvm_regs = None              # the vCPU's registers after a kvm-pvm exit
             self._setup_regs(start)
@@ -104,11 +109,11 @@ class Guest:
 
     def enter_via_switcher(self):
         """Point the vCPU at the Switcher's resume path with the frame as its stack."""
-        sregs = switcher_sregs(self.vm.get_sregs(kvm_sregs()), self.shadow.current.pml4,
-                               self.guest_cr0())
+        sregs = self.switcher.vcpu_sregs(self.vm.get_sregs(kvm_sregs()), self.shadow.current.pml4,
+                                         self.guest_cr0())
         self.vm.set_sregs(sregs)
         regs = self.vm.get_regs()
-        regs.rip, regs.rsp, regs.rflags = RESUME_LINEAR, FRAME_LINEAR, 0x2
+        regs.rip, regs.rsp, regs.rflags = self.switcher.RESUME_LINEAR, self.switcher.FRAME_LINEAR, 0x2
         self.vm.set_regs(regs)
         self.in_switcher = True
         self.shadow.changed = False
@@ -279,6 +284,8 @@ class Guest:
             if self.ts != self.loaded_ts:
                 f.cr0_req = self.guest_cr0()
                 self.loaded_ts = self.ts
+        elif self.paging == "direct":
+            self.enter_via_switcher()
         else:
             assist.resume(self)
         r = kvm_run_raw(self.vm.vcpu)
@@ -330,11 +337,18 @@ class Guest:
             self.frame.trapnum = TRAP_KICKED
             return
         # An exception KVM is still delivering belongs to the state it was raised in: leave it be.
-        if self.vm.event_in_flight() or assist.save_vcpu(self, False, TRAP_KICKED) is None:
+        save = direct.save_vcpu if self.paging == "direct" else \
+            (lambda lg, trapnum: assist.save_vcpu(lg, False, trapnum))
+        if self.vm.event_in_flight() or save(self, TRAP_KICKED) is None:
             self.mid_switcher = True
             self.in_switcher = True
 
     def describe_exit(self, reason):
+        if reason == KVM_EXIT_MMIO:
+            # The Guest touched Guest-physical memory that has none behind it: only the direct
+            # backend's Guest can, through its own page tables.  lguest's words for a page it
+            # could not get.
+            return "failed to get page %u" % (_U64.unpack_from(self.vm.run_map, _MMIO_ADDR)[0] >> 12)
         if reason == KVM_EXIT_SHUTDOWN:
             return "unhandled trap %d at %#x (%#x)" % (TRAP_IN_SWITCHER, self.frame.eip, 0)
         if reason == KVM_EXIT_FAIL_ENTRY:
@@ -390,4 +404,6 @@ _U32 = struct.Struct("<I")
 _EXIT = struct.Struct("<8xI22xH")         # kvm_run.exit_reason, and io.port when it is an I/O exit
 _EXIT_REASON = 8
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_MMIO_ADDR = 32                           # kvm_run.mmio.phys_addr
 EXIT_NONE = 0xFFFFFFFF                    # our mark in kvm_run.exit_reason: no exit left to look at

@@ -209,6 +209,8 @@ def load_guest_idt_entry(lg, num, lo, hi):
         lg.syscall_idt = entry
     else:
         lg.idt[slot] = entry
+    if num < 32 or num == abi.SYSCALL_VECTOR:
+        lg.switcher.guest_gate_changed(lg, num, direct_trap(lg, num))
 
 
 def guest_set_stack(lg, seg, esp, pages):
@@ -217,6 +219,7 @@ def guest_set_stack(lg, seg, esp, pages):
     if pages > 2:
         lg.kill_guest("bad stack pages %u" % pages)
     lg.ss1, lg.esp1, lg.stack_pages = seg, esp, pages
+    lg.switcher.guest_stack_changed(seg, esp)
     if lg.dead is None:
         lg.pin_stack_pages()
 

@@ -24,13 +24,18 @@ _WORD = struct.Struct("<I")
 class Lguest:
     """One open /dev/lguest."""
 
-    def __init__(self, memory, kvm_path="/dev/kvm"):
+    def __init__(self, memory, kvm_path="/dev/kvm", paging=None):
         mv = memoryview(memory)
         if mv.readonly:
             raise OSError(errno.EFAULT, "Guest memory must be writable")
         mv.release()
         self.memory = memory
         self.kvm = KVM(kvm_path)
+        try:
+            self.paging = choose_paging(self.kvm.kind, paging)
+        except OSError:
+            self.kvm.close()
+            raise
         self.guest = None
         self.owner = None
         self.id_fd = -1
@@ -83,7 +88,8 @@ class Lguest:
             raise OSError(errno.EINVAL, "page_offset %#x collides with the Switcher" % page_offset)
         guestid, self.id_fd = hostwide.take_guest_id()
         try:
-            self.guest = Guest(self.kvm, self.memory, guestid, pfn_limit, pgdir, start, page_offset)
+            self.guest = Guest(self.kvm, self.memory, guestid, pfn_limit, pgdir, start, page_offset,
+                               self.paging)
         except BaseException:
             os.close(self.id_fd)
             self.id_fd = -1
@@ -163,6 +169,27 @@ def _args(data, n):
     return struct.unpack_from("<%dI" % n, data)
 
 
-def open(memory, kvm_path="/dev/kvm"):          # noqa: A001 - the device's own name for it
-    """Open the lguest device for a Guest whose memory (gpa 0 onwards) is `memory`."""
-    return Lguest(memory, kvm_path)
+def open(memory, kvm_path="/dev/kvm", paging=None):          # noqa: A001 - the device's own name
+    """Open the lguest device for a Guest whose memory (gpa 0 onwards) is `memory`.  paging is
+    "shadow" (lguest's shadow page tables), "direct" (the Guest's own tables under EPT/NPT, hardware
+    KVM only) or None for the default: $LGUEST_KVM_PAGING if set, else direct where it can run."""
+    return Lguest(memory, kvm_path, paging)
+
+
+# L:115 Two ways to page.  lguest's own shadow page tables run on every KVM; the direct backend
+# (direct.py) needs a vCPU that can page in 32-bit protected mode, which hardware KVM has and kvm-pvm
+# has not.  The default is the fastest that runs: direct on hardware, shadow elsewhere.
+# :*
+PAGING_MODES = ("shadow", "direct")
+
+
+def choose_paging(kind, paging=None):
+    paging = paging or os.environ.get("LGUEST_KVM_PAGING") or None
+    if paging is None:
+        return "direct" if kind in ("vmx", "svm") else "shadow"
+    if paging not in PAGING_MODES:
+        raise OSError(errno.EINVAL, "paging must be shadow or direct, not %r" % paging)
+    if paging == "direct" and kind not in ("vmx", "svm"):
+        raise OSError(errno.EINVAL, "direct paging needs hardware KVM (VMX or SVM); this KVM is %s, "
+                      "which cannot page in 32-bit mode: use shadow" % kind)
+    return paging

@@ -251,14 +251,18 @@ class ShadowPages:
     # checks as the CPU would make for a supervisor read.  None means "not mapped".
     # :*
     def guest_pa(self, vaddr):
-        lg = self.lg
-        gpgd = lg.peek_u32(self.current.cr3 + 4 * (vaddr >> 22))
-        if gpgd is None or not gpgd & PTE_P:
-            return None
-        gpte = lg.peek_u32((gpgd & 0xFFFFF000) + 4 * ((vaddr >> 12) & 1023))
-        if gpte is None or not gpte & PTE_P:
-            return None
-        return (gpte & 0xFFFFF000) | (vaddr & 0xFFF)
+        return walk_guest_tables(self.lg, self.current.cr3, vaddr)
+
+
+def walk_guest_tables(lg, cr3, vaddr):
+    """The Guest-physical address vaddr maps to in the Guest's page directory cr3, or None."""
+    gpgd = lg.peek_u32(cr3 + 4 * (vaddr >> 22))
+    if gpgd is None or not gpgd & PTE_P:
+        return None
+    gpte = lg.peek_u32((gpgd & 0xFFFFF000) + 4 * ((vaddr >> 12) & 1023))
+    if gpte is None or not gpte & PTE_P:
+        return None
+    return (gpte & 0xFFFFF000) | (vaddr & 0xFFF)
 
 
 _ZERO_BLOCK = memoryview(struct.pack("<1024Q", *([0] * 1024))).cast("Q")

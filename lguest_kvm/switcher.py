@@ -168,6 +168,8 @@ PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
 class Switcher:
     """Lays out the Host slot: Switcher code, GDT, TSS, IDT, register page and the fixed page tables."""
 
+    SLOT_SIZE = HOST_SLOT_SIZE
+
     def __init__(self, hmem):
         self.hmem = hmem
         mv = memoryview(hmem)
@@ -217,6 +219,15 @@ class Switcher:
             return None
         return self.gdt[2 * i], self.gdt[2 * i + 1]
 
+    def guest_gate_changed(self, lg, vector, gate):
+        pass                  # no 32-bit gate can go in this IDT: every trap comes to the Host
+
+    def guest_stack_changed(self, ss1, esp1):
+        pass                  # the Host switches to the Guest's kernel stack itself
+
+    def vcpu_sregs(self, sregs, cr3, cr0):
+        return switcher_sregs(sregs, cr3, cr0)
+
 
 # S:140 Where the vCPU starts.  KVM_SET_SREGS puts it in long mode at CPL 0 on the first shadow root,
 # with our GDT, IDT and TSS; its instruction pointer is the resume path and its stack the register
@@ -251,3 +262,6 @@ def switcher_sregs(sregs: kvm_sregs, cr3, cr0=CR0_GUEST):
     sregs.efer = EFER_LME | EFER_LMA
     return sregs
 
+
+
+Switcher.HOST_BASE, Switcher.RESUME_LINEAR, Switcher.FRAME_LINEAR = HOST_BASE, RESUME_LINEAR, FRAME_LINEAR

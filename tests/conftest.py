@@ -36,6 +36,23 @@ def pytest_runtest_setup(item):
     pytest.skip(SKIP_REASON)
 
 
+HARDWARE_KINDS = ("vmx", "svm")
+
+
+@pytest.fixture(scope="module")
+def hardware_kvm():
+    """The KVM kind, when it has hardware semantics; otherwise skip, or fail where
+    LGUEST_REQUIRE_HW=1 (inside the nested test machine, hw/)."""
+    import lguest_kvm
+    kind = lguest_kvm.kvm_kind()
+    if kind in HARDWARE_KINDS:
+        return kind
+    why = f"needs hardware KVM semantics (vmx or svm); this host's /dev/kvm is {kind}"
+    if os.environ.get("LGUEST_REQUIRE_HW") == "1":
+        pytest.fail(f"{why}, and LGUEST_REQUIRE_HW=1 requires them", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture
 def run():
     """Start the real `lguest` command on a pty (test_launcher_run.Run); all are closed afterwards."""

@@ -23,7 +23,7 @@ class Booted:
     """A Guest laid out in fresh memory and initialized, ready for read()."""
 
     def __init__(self, image, mem_mb=4, extra_pages=1, cmdline=b"", pfn_limit=None, memfd=False,
-                 share=()):
+                 share=(), paging=None):
         """memfd=True gives memfd-backed memory (needed to receive DMA from another Guest); share is
         a list of (gpa, fd, file offset): one page of the file mapped MAP_SHARED there (--sharenet)."""
         self.mem_size = mem_mb * MB
@@ -38,7 +38,7 @@ class Booted:
         self.page_offset, self.start = loader.load_elf(self.mem, pathlib.Path(image).read_bytes())
         self.pgdir = loader.setup_pagetables(self.mem, self.mem_size, 0, self.page_offset)
         loader.setup_boot_params(self.mem, self.mem_size, cmdline)
-        self.lg = lguest_kvm.open(self.mem)
+        self.lg = lguest_kvm.open(self.mem, paging=paging)
         self.pfn_limit = self.top // 4096 if pfn_limit is None else pfn_limit
         r = self.lg.write(struct.pack("<5I", abi.LHREQ_INITIALIZE, self.pfn_limit, self.pgdir,
                                       self.start, self.page_offset))

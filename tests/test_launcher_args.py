@@ -89,6 +89,7 @@ def test_double_dash_and_abbreviations():
     (["-x", "64", "k"], "unknown option '-x'"),
     (["--tunnet=10.0.0", "64", "k"], "neither an IPv4 address nor bridge:NAME"),
     (["--tunnet=bridge:", "64", "k"], "bad bridge name"),
+    (["--paging=nested", "64", "k"], "--paging must be shadow or direct"),
     (["--", "64"], None),
 ])
 def test_bad_command_lines(argv, message):
@@ -167,6 +168,29 @@ def test_missing_kvm_device(ln_console):
     msg = one_line_error(r)
     assert msg.startswith("lguest: /nonexistent/kvm does not exist: this machine has no KVM")
     assert "kvm_intel" in msg
+
+
+@pytest.mark.kvm
+def test_paging_backend_choice(ln_console):
+    """--paging picks the backend and -v says which one runs; direct on a KVM that cannot page in
+    32-bit mode is one clear line."""
+    import lguest_kvm
+
+    def verbose_start(paging):
+        """The Launcher's -v lines up to the running Guest (which waits for input forever)."""
+        try:
+            r = lguest("-v", f"--paging={paging}", 16, ln_console, timeout=10)
+        except subprocess.TimeoutExpired as e:
+            err = e.stderr or b""
+            return err.decode() if isinstance(err, bytes) else err
+        raise AssertionError("the Guest ended: %r" % r.stderr)
+    assert parse_args(["--paging=direct", "64"]).paging == "direct"
+    assert "shadow paging" in verbose_start("shadow")
+    if lguest_kvm.kvm_kind() in ("vmx", "svm"):
+        assert "direct paging" in verbose_start("direct")
+        return
+    msg = one_line_error(lguest("--paging=direct", 16, ln_console))
+    assert msg.startswith("lguest: --paging=direct: direct paging needs hardware KVM"), msg
 
 
 def test_kvm_error_messages():

@@ -1,4 +1,6 @@
-"""Shadow page tables (lguest_kvm/page_tables.py, abi §7) with real Guests.
+"""Shadow page tables (lguest_kvm/page_tables.py, abi §7) with real Guests.  Every Guest here runs
+on the shadow backend, whatever the default; the direct backend's page tables are the Guest's own,
+and tests/test_direct.py runs the Guest-visible checks below on it too.
 
 Every Guest here builds its own i386 page directory and PTE pages in its .bss
 (tests/guests/pt_*.c, helpers in pt_lib.h), switches to them with NEW_PGTABLE,
@@ -25,6 +27,11 @@ UVA = 0x00400000
 DATA_PAGE = [0x200000 + n * 4096 for n in range(16)]
 P, RW, US, A, D = 0x1, 0x2, 0x4, 0x20, 0x40
 WATCHDOG_S = 30
+
+
+@pytest.fixture(autouse=True)
+def shadow_paging(monkeypatch):
+    monkeypatch.setenv("LGUEST_KVM_PAGING", "shadow")
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +132,11 @@ def test_own_page_tables_accessed_dirty_and_set_pte():
 def test_page_faults_reflected_with_cr2_and_error_code():
     why, text, _ = run_guest("pt_fault.c")
     assert why == "CRASH: Power down", text
+    check_pt_fault(text, "shadow")
+
+
+def check_pt_fault(text, paging):
+    """What pt_fault.c printed, on the given backend."""
     got = {k: tuple(int(x, 16) for x in rest)
            for k, *rest in re.findall(r"(\w+)=(\w+)/(\w+)/(\w+)/(\w+)", text)}
     # name: (cr2, error code, faults, value read)
@@ -138,12 +150,20 @@ def test_page_faults_reflected_with_cr2_and_error_code():
     assert got["ro_read"] == (0, 0, 0, 0x1E1E1E1E)
     assert got["ro_write"] == (0x40100C, 3, 1, 0)
     assert values(text)["ro_pte"] == DATA_PAGE[1] | P | US | A  # never Dirty
-    # Written before ever being read there is no shadow entry, and 2.6.23
-    # reflects the shadow fault's error code: not-present|write.  Nothing in
-    # the Guest's PTE changes.
-    assert got["ro2_write"] == (0x402004, 2, 1, DATA_PAGE[1] | P | US)
-    # The Switcher's 2.6.23 address is just an unmapped Guest address.
-    assert got["switcher_read"] == (0xFFC00000, 0, 1, 0xFA17ED)
+    if paging == "shadow":
+        # Written before ever being read there is no shadow entry, and 2.6.23
+        # reflects the shadow fault's error code: not-present|write.  Nothing in
+        # the Guest's PTE changes.
+        assert got["ro2_write"] == (0x402004, 2, 1, DATA_PAGE[1] | P | US)
+        # The Switcher's 2.6.23 address is just an unmapped Guest address.
+        assert got["switcher_read"] == (0xFFC00000, 0, 1, 0xFA17ED)
+    else:
+        # The CPU walked the Guest's own tables: the page is present, the write
+        # is refused, present|write.
+        assert got["ro2_write"] == (0x402004, 3, 1, DATA_PAGE[1] | P | US)
+        # The Switcher is there, readable at the Guest's ring 1 (supervisor) as
+        # on a 2.6.23 Host: its first stub starts `push $0; push $0` (6a 00 68 00).
+        assert got["switcher_read"] == (0, 0, 0, 0x0068006A)
     assert got["ok_write"] == (0, 0, 0, 0x600D)
 
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 import guestrun
-from lguest_kvm import abi, segments, switcher
+from lguest_kvm import abi, direct, segments, switcher
 
 DECIMAL_KEYS = {"vec", "at_np", "at_sys"}
 
@@ -24,6 +24,24 @@ int main(void)
 """
 
 
+def host_module(facts):
+    return direct if facts.paging == "direct" else switcher
+
+
+def check_host_entries(facts):
+    """The Host's own GDT entries of the backend the Guest ran on."""
+    real = facts.gdt
+    if facts.paging == "direct":
+        assert (real[10], real[11], real[16]) == (direct.HOST_CS_DESC, direct.HOST_DS_DESC,
+                                                  direct.TSS_DESC)
+        return
+    assert real[10] == switcher.HOST_CS_DESC
+    assert real[11] == switcher.HOST_DS_DESC
+    tss = switcher.tss_descriptor()
+    assert (real[16], real[17]) == ((tss[0], tss[1]), (tss[2], tss[3]))
+    assert real[31] == (0, 0)
+
+
 def run(*sources, **kw):
     """Boot and run a Guest to its death: (death, text, facts), the facts (the real GDT as (a, b)
     pairs, the Host's copy of the Guest's GDT) read before the device is closed."""
@@ -32,7 +50,7 @@ def run(*sources, **kw):
         why = g.run()
         lg = g.lg.guest
         real = lg.switcher.gdt
-        facts = SimpleNamespace(kind=g.lg.kind, gdt=[(real[2 * i], real[2 * i + 1])
+        facts = SimpleNamespace(kind=g.lg.kind, paging=lg.paging, gdt=[(real[2 * i], real[2 * i + 1])
                                                      for i in range(abi.GDT_ENTRIES)],
                                 guest_gdt=list(lg.gdt), pfn_limit=g.pfn_limit)
     finally:
@@ -106,11 +124,7 @@ def test_load_gdt_fixups_reach_the_real_gdt(gdt_run):
     assert why == "CRASH: Power down", text
     real = facts.gdt
     # The Host's own entries, whatever the Guest passed (it passed all ones).
-    assert real[10] == switcher.HOST_CS_DESC
-    assert real[11] == switcher.HOST_DS_DESC
-    tss = switcher.tss_descriptor()
-    assert (real[16], real[17]) == ((tss[0], tss[1]), (tss[2], tss[3]))
-    assert real[31] == (0, 0)
+    check_host_entries(facts)
     # Kernel code and data came as DPL 0, as Linux has them: now DPL 1 and accessed.
     assert real[12] == (0x0000FFFF, 0x00CFBB00)
     assert real[13] == (0x0000FFFF, 0x00CFB300)
@@ -129,7 +143,7 @@ def test_load_gdt_fixups_reach_the_real_gdt(gdt_run):
     assert not present(real[23]) and dpl(real[23]) == 1
     # Every entry the Guest owns has its accessed bit; none is a 64-bit segment.
     for i, desc in enumerate(real):
-        if i not in switcher.HOST_GDT_ENTRIES:
+        if i not in host_module(facts).HOST_GDT_ENTRIES:
             assert desc[1] & 0x100, i
             assert not desc[1] & 0x200000, i
             assert dpl(desc) != 0, i
@@ -223,4 +237,4 @@ def test_load_tls_entries_reach_the_vcpu():
     # The rest of the GDT is as it was.
     assert real[12] == switcher.INITIAL_GUEST_GDT[12]
     assert real[13] == switcher.INITIAL_GUEST_GDT[13]
-    assert real[10] == switcher.HOST_CS_DESC
+    check_host_entries(facts)
