@@ -1,8 +1,9 @@
-"""python -m hw prepare | run [--timeout S] [PYTEST ARGS] | shell
+"""python -m hw prepare | run [--timeout S] [PYTEST ARGS] | bench SCRIPT [ARGS] | shell
 
   prepare   build the test machine into LGUEST_HW_CACHE (default ~/.cache/lguest-kvm/hw), once
   run       prepare, boot, run pytest inside against hardware-semantics /dev/kvm, power off; the exit
             status is pytest's.  With no pytest arguments it runs DEFAULT_TESTS.
+  bench     boot and run a Python script (a benchmark: bench/paging.py) instead of pytest
   shell     boot with a shell on the console after the (default) job, to look around
 """
 import argparse
@@ -27,7 +28,7 @@ def default_args():
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hw", description=__doc__, allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("prepare", "run", "shell"))
+    ap.add_argument("command", choices=("prepare", "run", "bench", "shell"))
     ap.add_argument("--timeout", type=float, default=1500,
                     help="seconds the machine may run before it is killed (default %(default)s)")
     ap.add_argument("--test-timeout", type=int, default=240,
@@ -42,6 +43,11 @@ def main(argv=None):
     if args.command == "prepare":
         prepare.prepare()
         return 0
+    if args.command == "bench":
+        if not pytest_args:
+            ap.error("bench needs a script, e.g. python -m hw bench bench/paging.py")
+        return machine.run([], timeout=args.timeout, test_timeout=args.test_timeout,
+                           memory_mb=args.memory, cpus=args.cpus, script=pytest_args)
     return machine.run(pytest_args or default_args(), timeout=args.timeout,
                        test_timeout=args.test_timeout, memory_mb=args.memory,
                        cpus=args.cpus, shell=args.command == "shell",

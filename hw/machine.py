@@ -34,7 +34,7 @@ def needs_host_tmp(*paths):
     return any(pathlib.Path(p).resolve().is_relative_to("/tmp") for p in paths)
 
 
-def write_job(work, guests, pytest_args, test_timeout, tmpdir, pagings=("shadow",)):
+def write_job(work, guests, pytest_args, test_timeout, tmpdir, pagings=("shadow",), script=None):
     """The script hw/init runs inside the machine, chrooted into the host's /."""
     env = {
         "HOME": work / "home",
@@ -57,6 +57,9 @@ def write_job(work, guests, pytest_args, test_timeout, tmpdir, pagings=("shadow"
     lines += [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
     lines += ['echo "HW: kvm module: $(ls -d /sys/module/kvm_amd /sys/module/kvm_intel '
               '/sys/module/kvm_pvm 2>/dev/null)"', "RC=0"]
+    if script:                        # `python -m hw bench SCRIPT ARGS`: run that instead of pytest
+        lines += [" ".join(shlex.quote(c) for c in (sys.executable, *script)), "exit $?"]
+        pagings = ()
     # One pytest run per paging backend (LGUEST_KVM_PAGING sets the Host's default); the job fails
     # if any of them does.
     for paging in pagings:
@@ -117,7 +120,7 @@ def stream(proc, log, deadline):
 
 
 def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, shell=False,
-        pagings=("shadow",)):
+        pagings=("shadow",), script=None):
     """Boot the prepared machine and run pytest with pytest_args inside; pytest's exit status, or
     1 when the machine did not report one (it hung, crashed or failed to boot)."""
     qemu, kernel, initrd = prep.prepare()
@@ -132,7 +135,7 @@ def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, she
     guests.mkdir(parents=True, exist_ok=True)
     host_tmp = needs_host_tmp(ROOT, sys.executable, sys.prefix, work, guests)
     write_job(work, guests, pytest_args, test_timeout, "/dev/shm/tmp" if host_tmp else "/tmp",
-              pagings)
+              pagings, script)
     cmd = qemu_command(qemu, kernel, initrd, work, guests, memory_mb, cpus, shell, host_tmp)
     print("hw run: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     t0 = time.monotonic()

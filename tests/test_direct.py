@@ -17,7 +17,8 @@ pytestmark = pytest.mark.kvm
 CHECKPOINT_KEY = 0x2000
 
 
-def test_direct_paging_needs_hardware_kvm():
+def test_direct_paging_needs_hardware_kvm(monkeypatch):
+    monkeypatch.delenv("LGUEST_KVM_PAGING", raising=False)
     kind = lguest_kvm.kvm_kind()
     mem = mmap.mmap(-1, 1 << 20)
     if kind in ("vmx", "svm"):
@@ -120,3 +121,35 @@ def test_direct_set_stack_kills(hardware_kvm, mode, message):
     why, text, _ = guestrun.run_guest("pt_stack.c", cflags=("-DMODE=%d" % mode,), paging="direct")
     assert why == message
     assert "still alive" not in text
+
+
+def run_pt_bench(paging, n=16):
+    """pt_bench.c on one backend: exits by vector between its four checkpoints."""
+    g = guestrun.Booted(guestrun.build("pt_bench.c", cflags=("-DN=%d" % n,)), paging=paging)
+    snaps = {}
+
+    def on_dma(b, dma, key):
+        snaps[abi.lguest_dma.from_buffer(b.mem, dma).addr[0]] = {"exits": dict(b.lg.guest.exits)}
+    try:
+        assert g.run(on_dma=on_dma) == "CRASH: Power down"
+    finally:
+        g.close()
+    assert g.text == "faults=%d\n" % n
+    return [exits_between(snaps, a, a + 1) for a in (1, 2, 3)]
+
+
+def test_exits_per_page_fault_and_context_switch(hardware_kvm):
+    """16 of each: page faults the Guest handles (two SET_PTEs each), TLB flushes each followed by
+    16 reads of pages its tables map, and context switches there and back."""
+    hc = abi.LGUEST_TRAP_ENTRY
+    faults, flushes, switches = run_pt_bench("direct")
+    print("direct:", faults, flushes, switches)
+    print("shadow:", *run_pt_bench("shadow"))
+    assert faults == {14: 16, hc: 2 * 16 + 1}          # the fault, its two SET_PTEs, a checkpoint
+    assert flushes == {hc: 16 + 1}                     # the flushes: the reads never fault
+    assert switches == {hc: 2 * 16 + 1}                # a NEW_PGTABLE each way
+
+
+def test_shadow_refills_after_every_flush(hardware_kvm):
+    _, flushes, _ = run_pt_bench("shadow")
+    assert flushes[14] >= 16 * 16                      # every read faults the shadow entry back in

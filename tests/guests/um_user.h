@@ -18,6 +18,8 @@
 #define SYS_CHECK	4		/* ebx = value user read at ecx; eax = kernel's view */
 #define SYS_CHECKPOINT	5		/* a DMA to a private key, tag ebx */
 
+#ifndef LOOP_N
 #define LOOP_N		20		/* SYS_NOP loops of N, then 2N */
+#endif
 
 #endif
