@@ -160,5 +160,6 @@ def run(pytest_args, timeout=1500, test_timeout=240, memory_mb=1024, cpus=1, she
               f"exit status (see {work / 'console.log'})")
         return 1
     rc = int(rc_file.read_text())
-    print(f"hw run: the machine ran for {elapsed:.1f} s; pytest inside exited with status {rc}")
+    what = "the script" if script else "pytest"
+    print(f"hw run: the machine ran for {elapsed:.1f} s; {what} inside exited with status {rc}")
     return rc
