@@ -29,7 +29,7 @@ POWER_DOWN = "CRASH: Power down"
 KVM_DEVICE_ENV = "LGUEST_KVM_DEVICE"
 
 USAGE = ("lguest [--verbose|-v] [--sharenet=FILE] [--tunnet=IPV4|bridge:NAME] [--block=FILE] "
-         "[--initrd=FILE] [--paging=shadow|direct] ... MEM_MB [KERNEL [ARGS...]]")
+         "[--initrd=FILE] [--paging=shadow|direct] [--stats] ... MEM_MB [KERNEL [ARGS...]]")
 
 HELP = """\
 usage: """ + USAGE + """
@@ -57,6 +57,8 @@ devices appear to the Guest in the order given, and the console is always last):
   --sharenet=FILE     a network card on a network shared with every other Guest whose
                       Launcher names the same FILE (created, mode 0600, if missing)
   --initrd=FILE       load FILE as the initial ramdisk, at the top of Guest memory
+  --stats             on exit, print how many exits of each kind and hypercalls of each
+                      number the Host handled and the time it spent on them (like kvm_stat)
   --paging=shadow     run the Guest on lguest's shadow page tables (works on every KVM)
   --paging=direct     run the Guest on its own page tables, with the hardware's nested
                       paging (EPT/NPT) underneath (needs Intel VMX or AMD SVM).  Default:
@@ -101,6 +103,7 @@ class Options:
         self.devices = []           # ("block" | "tunnet" | "sharenet", value), in order
         self.initrd = None
         self.paging = None
+        self.stats = False
         self.mem_arg = None
         self.mem_mb = 0
         self.kernel = None
@@ -112,7 +115,7 @@ class Options:
 
 
 _LONG = {"verbose": None, "sharenet": "FILE", "tunnet": "IPV4|bridge:NAME", "block": "FILE",
-         "initrd": "FILE", "paging": "shadow|direct", "help": None}
+         "initrd": "FILE", "paging": "shadow|direct", "stats": None, "help": None}
 
 
 def _long_option(name):
@@ -178,7 +181,7 @@ def _take_long(o, name, eq, value):
     if meta is None:
         if eq:
             raise UsageError(f"option '--{name}' takes no value")
-        o.verbose = True
+        setattr(o, name, True)
         return
     if not eq:
         raise UsageError(f"option '--{name}' needs its value after '=': --{name}={meta}")
@@ -346,6 +349,8 @@ class Launcher:
                 raise Fatal(f"--paging={self.opts.paging}: {e.strerror}") from None
             raise Fatal(_kvm_error(self.kvm_path, e)) from None
         self.verbose(f"Host: {self.kvm_path} ({self.lg.kind}), {self.lg.paging} paging")
+        if self.opts.stats:
+            self.lg.enable_stats()
 
     def initialize(self):
         try:
@@ -495,6 +500,9 @@ class Launcher:
                 self.lg.close()
             except Exception:                   # noqa: BLE001 - we are leaving anyway
                 pass
+            report = self.lg.stats_report() if self.opts.stats else None
+            if report:
+                sys.stderr.write("lguest: " + report)
         if self.waker is not None:
             self.waker.join()
         if self.devices is not None:

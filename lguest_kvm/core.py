@@ -20,6 +20,7 @@ from .switcher import (Switcher, SWITCHER_PORT, SWITCHER_NMI_PORT, CR0_GUEST, CR
                        INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
 from . import assist, direct, hostwide, hypercalls, interrupts_and_traps, io, memory as guest_memory
+from . import stats
 from . import segments  # noqa: F401  (hypercalls reach it; listed for the reader)
 from .kick import Kicker
 
@@ -69,6 +70,7 @@ class Guest:
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
         self.trap_to_handle = False           # the frame holds a trap the run loop has not dealt with
         self.step = None                      # what the run loop is in the middle of, if anything
+        self.stats = None                     # a stats.ExitStats when the Launcher wants them
         self.kicker = None
         self.assists = 0                      # kvm-pvm instruction assists
         self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
@@ -288,7 +290,12 @@ class Guest:
             self.enter_via_switcher()
         else:
             assist.resume(self)
+        st = self.stats
+        if st is not None:
+            entered = st.entering()
         r = kvm_run_raw(self.vm.vcpu)
+        if st is not None:
+            st.exited(entered, None)
         if r < 0:
             if r not in (-errno.EINTR, -errno.EAGAIN):
                 raise OSError(-r, "KVM_RUN: " + os.strerror(-r))
@@ -322,6 +329,8 @@ class Guest:
             self.trap_to_handle = not self.mid_switcher and self.dead is None
         else:
             self.kill_guest(self.describe_exit(reason))
+        if self.stats is not None:
+            self.stats.kind = stats.exit_kind(reason, port, self.frame.trapnum)
         _U32.pack_into(run_map, _EXIT_REASON, EXIT_NONE)
         return r
 

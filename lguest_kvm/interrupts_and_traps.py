@@ -293,6 +293,10 @@ def halt_wait(lg):
         blocked = lg.peek_u32(lg.data_field("blocked_interrupts")) or 0
         if lg.irqs_pending & ~blocked:
             return 0
-        if lg.kicker.sleep(lg.timer_deadline) == -errno.EINTR:
+        t0 = time.perf_counter_ns()
+        r = lg.kicker.sleep(lg.timer_deadline)
+        if lg.stats is not None:
+            lg.stats.slept(time.perf_counter_ns() - t0)
+        if r == -errno.EINTR:
             return -errno.EINTR
     return 0

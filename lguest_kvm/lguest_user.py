@@ -16,6 +16,7 @@ import threading
 
 from . import abi, hostwide, io
 from .core import Guest
+from .stats import ExitStats
 from .kvm import KVM
 
 _WORD = struct.Struct("<I")
@@ -40,6 +41,19 @@ class Lguest:
         self.owner = None
         self.id_fd = -1
         self._cond = threading.Condition()
+        self.want_stats = False
+        self.last_stats = None
+
+    def enable_stats(self):
+        """Count and time every exit and hypercall from now on (stats_report() gives the table)."""
+        self.want_stats = True
+        if self.guest is not None and self.guest.stats is None:
+            self.guest.stats = ExitStats()
+
+    def stats_report(self):
+        """kvm_stat's view of this Guest as text, or None if statistics were not enabled."""
+        st = self.guest.stats if self.guest is not None else self.last_stats
+        return st.report(self.kvm.kind, self.paging) if st is not None else None
 
     @property
     def kind(self):
@@ -95,6 +109,8 @@ class Lguest:
             self.id_fd = -1
             raise
         self.owner = threading.get_ident()
+        if self.want_stats:
+            self.guest.stats = ExitStats()
         return 16
 
     # L:140 BREAK, the Waker's request.  "On" makes the running Guest come out (read() returns EAGAIN)
@@ -144,6 +160,7 @@ class Lguest:
             lg, self.guest = self.guest, None
             self._cond.notify_all()
         if lg is not None:
+            self.last_stats = lg.stats
             lg.release()
         if self.id_fd >= 0:
             os.close(self.id_fd)

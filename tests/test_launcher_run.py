@@ -300,3 +300,25 @@ def test_input_while_the_guest_is_busy(run):
     assert r.wait() == 0
     assert r.text.endswith("ln: 151 lines\n")
 
+
+
+def test_stats_on_exit(run, ln_console):
+    """--stats: after the Guest powers off, a table of exits by kind and hypercalls by number,
+    whose counts add up to what the Host saw."""
+    r = run("--stats", 4, ln_console)
+    r.expect("ln: ready")
+    r.type("quit\n")
+    assert r.wait() == 0
+    err = r.stderr()
+    lines = err.splitlines()
+    head = lines[0]
+    assert head.startswith("lguest: exit statistics (") and " paging): " in head, err
+    exits = int(head.split("paging): ")[1].split()[0])
+    i = lines.index(next(ln for ln in lines if ln.split()[:2] == ["hypercall", "count"]))
+    kinds = {ln[:42].strip(): int(ln[42:53]) for ln in lines[2:i]}
+    calls = {ln[:42].strip(): int(ln[42:53]) for ln in lines[i + 1:]}
+    assert sum(c for k, c in kinds.items() if not k.startswith("HALT")) == exits
+    # ln_console bound its console buffer, sent its lines and crashed with "Power down".
+    assert calls["LHCALL_BIND_DMA (12)"] >= 1 and calls["LHCALL_CRASH (2)"] == 1
+    assert calls["LHCALL_SEND_DMA (13)"] >= 4                  # hello, mem, dev, ready, bye...
+    assert any("hypercall (int $0x1f)" in k for k in kinds)
