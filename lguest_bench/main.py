@@ -1,0 +1,265 @@
+"""lguest-bench: lguest's paravirtual mechanisms beside their baselines, measured in one run.
+
+    lguest-bench [--quick] [--only NAME[,NAME...]] [--json FILE] [--svg FILE]
+    python -m lguest_bench ...
+
+For each benchmark: the median time per operation, p10 and p90 over the laps, how many laps, and
+the ratio to its baseline measured in the same run.
+"""
+# M:910 The suite.  Each Guest benchmark is one loop of lguest_bench/guests/bench.c, run on every
+# paging backend the KVM kind allows, timed by the Launcher in laps between the Guest's markers.
+# Its baseline is what the mechanism cannot be cheaper than on this host, measured in the same run
+# by lguest_bench/baselines.c: a bare KVM exit for everything that must leave the VM, the host's
+# own page fault for a reflected one, the host's own stores for memburn.  `boot` is timed from
+# starting the `lguest` command to its first line of Guest output, and has no baseline.
+# :*
+import argparse
+import hashlib
+import json
+import mmap
+import os
+import pathlib
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+import lguest_kvm
+from lguest_kvm import abi
+from launcher import loader
+from launcher.guest.build import build_guest, cache_dir
+
+HERE = pathlib.Path(__file__).resolve().parent
+MARK_KEY, DMA_KEY = 0x2000, 0x3000
+MB = 1 << 20
+
+# name: (MODE, N full, N quick, laps full, laps quick, baseline, what one op is)
+GUEST_BENCHES = {
+    "hypercall": (1, 2000, 300, 7, 5, "exit", "LHCALL_FLUSH_ASYNC through int $0x1f"),
+    "hypercall-async": (2, 4096, 640, 7, 5, "exit", "one async ring entry (64 per exit)"),
+    "pio": (3, 1000, 150, 7, 5, "exit", "an `inb` the Host emulates after #GP"),
+    "pagefault": (4, 1000, 150, 7, 5, "pagefault", "a #PF reflected to the Guest's handler"),
+    "pte-update": (5, 1000, 150, 7, 5, "exit", "LHCALL_SET_PTE"),
+    "context-switch": (6, 1000, 150, 7, 5, "exit", "LHCALL_NEW_PGTABLE between two directories"),
+    "timer": (7, 300, 50, 7, 5, "exit", "SET_CLOCKEVENT 1 us, HALT until IRQ 0"),
+    "dma-out": (8, 1000, 150, 7, 5, "exit", "SEND_DMA of 4 KiB the Launcher copies out"),
+    "memburn-linear": (9, 1, 1, 3, 2, "memlin", "a store per 64-byte line through 64 MiB"),
+    "memburn-random": (10, 1, 1, 3, 2, "memrand", "as many stores at random lines"),
+}
+MEMBURN_MB = {False: 64, True: 8}
+KIND_NOTES = {
+    "kvm-pvm": "kvm-pvm: KVM emulates every Guest instruction (about 1.5 M/s) and cannot page in "
+               "32-bit mode, so only the shadow backend runs and figures are not those of hardware "
+               "KVM; compare the ratios",
+    "vmx": "hardware KVM (Intel VMX)",
+    "svm": "hardware KVM (AMD SVM)",
+}
+
+
+def backends(kind):
+    return ["shadow", "direct"] if kind in ("vmx", "svm") else ["shadow"]
+
+
+# M:920 Running a benchmark Guest: laid out as the Launcher lays out any kernel, initialized, and
+# read() in a loop.  A marker DMA records the time; a 4 KiB DMA for dma-out is copied out through a
+# memoryview, as a device would, and acknowledged.
+# :*
+def run_guest(image, paging, mem_mb=4):
+    size = mem_mb * MB
+    mem = mmap.mmap(-1, size + 2 * 4096)
+    page_offset, start = loader.load_elf(mem, pathlib.Path(image).read_bytes())
+    pgdir = loader.setup_pagetables(mem, size, 0, page_offset)
+    loader.setup_boot_params(mem, size, b"")
+    marks, sink = [], bytearray(4096)
+    with lguest_kvm.open(mem, paging=paging) as lg:
+        lg.write(struct.pack("<5I", abi.LHREQ_INITIALIZE, size // 4096 + 1, pgdir, start, page_offset))
+        while True:
+            try:
+                dma, key = struct.unpack("<II", lg.read(8))
+            except OSError as e:
+                if e.errno == 2:
+                    why = lg.read(1024).split(b"\0")[0].decode("latin-1")
+                    break
+                raise
+            if key == MARK_KEY:
+                marks.append(time.perf_counter())
+                continue
+            d = abi.lguest_dma.from_buffer_copy(mem, dma)
+            n = d.len[0] if key == DMA_KEY else 0
+            if n:
+                with memoryview(mem) as mv:
+                    sink[:n] = mv[d.addr[0]:d.addr[0] + n]
+            struct.pack_into("<I", mem, dma + abi.lguest_dma.used_len.offset, n)
+    mem.close()
+    if why != "CRASH: Power down":
+        raise RuntimeError(f"the benchmark Guest died: {why}")
+    return marks
+
+
+def guest_bench(name, paging, quick):
+    mode, n_full, n_quick, laps_full, laps_quick, _, _ = GUEST_BENCHES[name]
+    n, laps = (n_quick, laps_quick) if quick else (n_full, laps_full)
+    mem_mb = MEMBURN_MB[quick]
+    image = build_guest([HERE / "guests" / "bench.c"],
+                        cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}"))
+    marks = run_guest(image, paging, mem_mb=mem_mb + 24 if mode >= 9 else 16)
+    samples = [(b - a) / n for a, b in zip(marks, marks[1:])]
+    if len(samples) > 2:
+        samples = samples[1:]                       # the first lap warms caches and shadows
+    return samples
+
+
+# M:930 The baselines are a C program compiled in the run (cached by the hash of its source and
+# the compiler), run three times each; the median counts.
+# :*
+def baselines_binary():
+    src = HERE / "baselines.c"
+    cc = shutil.which("gcc") or "gcc"
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(src.read_bytes() + version.encode()).hexdigest()[:16]
+    out = cache_dir() / "bench" / f"baselines-{key}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp%d" % os.getpid())
+        subprocess.run([cc, "-O2", "-o", str(tmp), str(src)], check=True)
+        tmp.rename(out)
+    return out
+
+
+def baseline(binary, what, quick):
+    args = {"exit": ["exit", "2000" if quick else "20000"],
+            "pagefault": ["pagefault", "2000" if quick else "20000"],
+            "syscall": ["syscall", "100000"],
+            "memlin": ["memlin", str(MEMBURN_MB[quick]), "3"],
+            "memrand": ["memrand", str(MEMBURN_MB[quick]), "3"]}[what]
+    runs = [float(subprocess.run([str(binary), *args], capture_output=True, text=True,
+                                 check=True).stdout) * 1e-9 for _ in range(3)]
+    return statistics.median(runs)
+
+
+def boot_bench(quick):
+    """`lguest 64` to the first line the bundled Guest prints, in seconds, per start."""
+    samples = []
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    for _ in range(2 if quick else 5):
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "launcher", "64"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        line = p.stdout.readline()
+        samples.append(time.perf_counter() - t0)
+        p.kill()
+        p.wait()
+        if not line:
+            raise RuntimeError("lguest 64 printed nothing")
+    return samples
+
+
+def summarize(samples):
+    s = sorted(samples)
+    q = statistics.quantiles(s, n=10, method="inclusive") if len(s) > 1 else [s[0]] * 9
+    return {"median": statistics.median(s), "p10": q[0], "p90": q[-1], "runs": len(s)}
+
+
+# M:940 The output: a table for people, JSON for programs, and an SVG bar chart of the ratios
+# drawn by hand (log scale: 1x at the left edge), so that nothing beyond the standard library is
+# needed to see the result.
+# :*
+def fmt_time(sec):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if sec >= scale:
+            return f"{sec / scale:.2f} {unit}"
+    return f"{sec / 1e-9:.0f} ns"
+
+
+def table(results, kind):
+    lines = [f"lguest-bench on {kind}: {KIND_NOTES.get(kind, kind)}",
+             f"{'benchmark':18} {'paging':7} {'median':>11} {'p10':>11} {'p90':>11} {'runs':>5} "
+             f"{'baseline':>11} {'ratio':>9}  baseline is"]
+    for r in results:
+        base = fmt_time(r["baseline"]) if r["baseline"] else "-"
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
+        lines.append(f"{r['name']:18} {r['paging']:7} {fmt_time(r['median']):>11} "
+                     f"{fmt_time(r['p10']):>11} {fmt_time(r['p90']):>11} {r['runs']:>5} "
+                     f"{base:>11} {ratio:>9}  {r['baseline_name']}")
+    return "\n".join(lines)
+
+
+def svg(results, kind):
+    import math
+    rows = [r for r in results if r["ratio"]]
+    width, bar_x, row_h = 760, 260, 22
+    top = max((math.log10(r["ratio"]) for r in rows), default=1) or 1
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{40 + row_h * len(rows)}" '
+           'font-family="sans-serif" font-size="12">',
+           f'<text x="8" y="18" font-weight="bold">lguest-bench on {kind}: ratio to baseline '
+           '(log scale)</text>']
+    for i, r in enumerate(rows):
+        y = 30 + i * row_h
+        w = max(1.0, (width - bar_x - 80) * max(math.log10(r["ratio"]), 0) / top)
+        colour = "#4a7ab5" if r["paging"] == "shadow" else "#d08a2c"
+        out += [f'<text x="8" y="{y + 14}">{r["name"]} ({r["paging"]})</text>',
+                f'<rect x="{bar_x}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{colour}"/>',
+                f'<text x="{bar_x + w + 6:.1f}" y="{y + 14}">{r["ratio"]:.2f}x</text>']
+    return "\n".join(out + ["</svg>"]) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="lguest-bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer and shorter laps (under a minute)")
+    ap.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    ap.add_argument("--json", help="write the results as JSON to this file")
+    ap.add_argument("--svg", help="draw the ratios as an SVG bar chart in this file")
+    args = ap.parse_args(argv)
+    names = list(GUEST_BENCHES) + ["boot"]
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            ap.error("unknown benchmark %s (choose from %s)" % (", ".join(unknown), ", ".join(names)))
+        names = [n for n in names if n in wanted]
+    try:
+        kind = lguest_kvm.kvm_kind()
+        binary = baselines_binary()
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.stderr.write(f"lguest-bench: {e}\n")
+        return 1
+    jobs = [(n, p) for n in names if n != "boot" for p in backends(kind)]
+    jobs += [("boot", "default")] if "boot" in names else []
+    results, base_cache = [], {}
+    t_start = time.monotonic()
+    for i, (name, paging) in enumerate(jobs, 1):
+        sys.stderr.write(f"\r\x1b[Klguest-bench: [{i}/{len(jobs)}] {name} ({paging})...")
+        sys.stderr.flush()
+        if name == "boot":
+            samples, base_name = boot_bench(args.quick), "-"
+        else:
+            samples = guest_bench(name, paging, args.quick)
+            base_name = GUEST_BENCHES[name][5]
+        base = None
+        if base_name != "-":
+            if base_name not in base_cache:
+                base_cache[base_name] = baseline(binary, base_name, args.quick)
+            base = base_cache[base_name]
+        row = {"name": name, "paging": paging, **summarize(samples), "baseline": base,
+               "baseline_name": {"exit": "a bare KVM exit (C)", "pagefault": "a host page fault (C)",
+                                 "memlin": "the host's own stores (C)",
+                                 "memrand": "the host's own stores (C)"}.get(base_name, "none"),
+               "what": GUEST_BENCHES[name][6] if name in GUEST_BENCHES else "lguest 64 to first line"}
+        row["ratio"] = row["median"] / base if base else None
+        results.append(row)
+    sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
+    print(table(results, kind))
+    print("QEMU baselines: not run (not implemented yet); system calls: not in this suite yet")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(
+            {"kind": kind, "note": KIND_NOTES.get(kind, kind), "quick": args.quick,
+             "results": results}, indent=2) + "\n")
+    if args.svg:
+        pathlib.Path(args.svg).write_text(svg(results, kind))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
