@@ -33,6 +33,7 @@ from launcher.guest.build import build_guest, cache_dir
 
 HERE = pathlib.Path(__file__).resolve().parent
 MARK_KEY, DMA_KEY = 0x2000, 0x3000
+IRQ_PLEASE = 0x1000                 # a marker tag: the Guest asks for IRQ 1 (irq-latency)
 MB = 1 << 20
 
 # name: (MODE, N full, N quick, laps full, laps quick, baseline, what one op is)
@@ -45,6 +46,7 @@ GUEST_BENCHES = {
     "context-switch": (6, 1000, 150, 7, 5, "exit", "LHCALL_NEW_PGTABLE between two directories"),
     "timer": (7, 300, 50, 7, 5, "exit", "SET_CLOCKEVENT 1 us, HALT until IRQ 0"),
     "dma-out": (8, 1000, 150, 7, 5, "exit", "SEND_DMA of 4 KiB the Launcher copies out"),
+    "irq-latency": (11, 1000, 150, 7, 5, "exit", "a marker DMA, LHREQ_IRQ, delivery to the handler"),
     "memburn-linear": (9, 1, 1, 3, 2, "memlin", "a store per 64-byte line through 64 MiB"),
     "memburn-random": (10, 1, 1, 3, 2, "memrand", "as many stores at random lines"),
 }
@@ -63,8 +65,9 @@ def backends(kind):
 
 
 # M:920 Running a benchmark Guest: laid out as the Launcher lays out any kernel, initialized, and
-# read() in a loop.  A marker DMA records the time; a 4 KiB DMA for dma-out is copied out through a
-# memoryview, as a device would, and acknowledged.
+# read() in a loop.  A marker DMA records the time (or, for irq-latency, asks for IRQ 1, which the
+# next read() delivers); a 4 KiB DMA for dma-out is copied out through a memoryview, as a device
+# would, and acknowledged.
 # :*
 def run_guest(image, paging, mem_mb=4):
     size = mem_mb * MB
@@ -84,7 +87,10 @@ def run_guest(image, paging, mem_mb=4):
                     break
                 raise
             if key == MARK_KEY:
-                marks.append(time.perf_counter())
+                if abi.lguest_dma.from_buffer_copy(mem, dma).addr[0] == IRQ_PLEASE:
+                    lg.write(struct.pack("<II", abi.LHREQ_IRQ, 1))
+                else:
+                    marks.append(time.perf_counter())
                 continue
             d = abi.lguest_dma.from_buffer_copy(mem, dma)
             n = d.len[0] if key == DMA_KEY else 0

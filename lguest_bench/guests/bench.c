@@ -17,6 +17,8 @@
 #define M_DMAOUT	8
 #define M_MEMLIN	9
 #define M_MEMRAND	10
+#define M_IRQ		11
+#define IRQ_PLEASE	0x1000	/* a marker asking the Launcher for IRQ 1 */
 
 #ifndef N
 #define N 100
@@ -54,6 +56,14 @@ static void timer_irq(struct trapframe *tf)
 {
 	(void)tf;
 	ticks++;
+}
+
+static volatile unsigned irqs;
+
+static void launcher_irq(struct trapframe *tf)
+{
+	(void)tf;
+	irqs++;
 }
 
 /* Two page directories mapping the first 16 MB of the kernel (the image, its
@@ -108,6 +118,14 @@ static void one_op(unsigned i)
 	(void)i;
 	out_dma.used_len = 0;
 	hcall(LHCALL_SEND_DMA, DMA_KEY, __pa(&out_dma), 0);
+#elif MODE == M_IRQ
+	/* Ask for IRQ 1 with a marker; the Launcher raises it with LHREQ_IRQ and its next read()
+	 * delivers it before the Guest runs on. */
+	unsigned seen = irqs;
+	(void)i;
+	mark(IRQ_PLEASE);
+	while (irqs == seen)
+		;
 #elif MODE == M_MEMLIN
 	/* One store per 64-byte line through MEM_MB of the kernel's linear map. */
 	volatile unsigned *p = (volatile unsigned *)__va(16 << 20);
@@ -128,6 +146,7 @@ int main(void)
 	lguest_init();
 	install_trap(14, skip_load, GATE_INTERRUPT, 0);
 	install_trap(32, timer_irq, GATE_INTERRUPT, 0);
+	install_trap(33, launcher_irq, GATE_INTERRUPT, 0);
 	lguest_data.blocked_interrupts = 0;
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
 #if MODE == M_PTE || MODE == M_CTXSW
