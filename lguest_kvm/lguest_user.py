@@ -42,6 +42,7 @@ class Lguest:
         self.id_fd = -1
         self._cond = threading.Condition()
         self.want_stats = False
+        self.closed = False
         self.last_stats = None
 
     def enable_stats(self):
@@ -66,6 +67,8 @@ class Lguest:
     # Guest: that is how the Waker gets the running Guest's attention.
     # :*
     def write(self, data):
+        if self.closed:
+            raise OSError(errno.EBADF, "the lguest device is closed")
         data = bytes(data)
         if len(data) < 4:
             raise OSError(errno.EFAULT, "short write: no request word")
@@ -136,6 +139,8 @@ class Lguest:
     # signal, ENOENT when the Guest has just died.  Once dead, read() returns the death message.
     # :*
     def read(self, size):
+        if self.closed:
+            raise OSError(errno.EBADF, "the lguest device is closed")
         lg = self.guest
         if lg is None:
             raise OSError(errno.EINVAL, "Guest not initialized")
@@ -156,6 +161,7 @@ class Lguest:
         raise OSError(-r, os.strerror(-r))
 
     def close(self):
+        self.closed = True
         with self._cond:
             lg, self.guest = self.guest, None
             self._cond.notify_all()
