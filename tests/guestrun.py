@@ -97,7 +97,12 @@ class Booted:
 
 def run_guest(*sources, cflags=(), **kw):
     """Build, boot and run a Guest to its death: (death message, console text, Booted)."""
-    g = Booted(build(*sources, cflags=cflags), **kw)
+    return run_guest_image(build(*sources, cflags=cflags), **kw)
+
+
+def run_guest_image(image, **kw):
+    """Boot and run a built Guest to its death: (death message, console text, Booted)."""
+    g = Booted(image, **kw)
     try:
         why = g.run()
     finally:
