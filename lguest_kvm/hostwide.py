@@ -21,6 +21,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -36,12 +37,27 @@ MAX_BINDINGS = abi.LGUEST_MAX_DMA
 _made_dir = None
 
 
+# H:745 The directory is shared by every user on the host (Guest ids are host-wide), so it is made
+# sticky, like /tmp, and the Host refuses one that anybody could empty or swap under it.  What is in
+# it is opened without following symbolic links, and the registry, which says where Guest memory
+# lives, must be a plain file of our own: one planted by another user is refused, not trusted.
+# :*
 def run_dir():
     """$LGUEST_KVM_IDDIR, or a directory in /tmp; made the first time it is asked for."""
     global _made_dir
     d = os.environ.get("LGUEST_KVM_IDDIR") or os.path.join(tempfile.gettempdir(), "lguest-kvm-ids")
     if d != _made_dir:
-        os.makedirs(d, mode=0o1777, exist_ok=True)
+        try:
+            os.mkdir(d)
+            os.chmod(d, 0o1777)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.ENOTDIR, "%s is not a directory: remove it, or set LGUEST_KVM_IDDIR" % d)
+        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX and st.st_uid != os.getuid():
+            raise OSError(errno.EPERM, "%s is writable by everyone and not sticky: remove it, or "
+                          "set LGUEST_KVM_IDDIR" % d)
         _made_dir = d
     return d
 
@@ -50,7 +66,8 @@ def take_guest_id():
     """The lowest free Guest id and the fd whose lock holds it; ENOSPC when all 16 are taken."""
     d = run_dir()
     for n in range(abi.MAX_LGUEST_GUESTS):
-        fd = os.open(os.path.join(d, str(n)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCKFILE_MODE)
+        fd = os.open(os.path.join(d, str(n)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     LOCKFILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return n, fd
@@ -113,7 +130,12 @@ class Registry:
 
     def __init__(self):
         path = os.path.join(run_dir(), "dma-registry-%d" % os.getuid())
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, REGISTRY_MODE)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, REGISTRY_MODE)
+        st = os.fstat(self.fd)
+        if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
+            os.close(self.fd)
+            raise OSError(errno.EPERM, "%s is not a file of ours (owner uid %d): remove it, or set "
+                          "LGUEST_KVM_IDDIR" % (path, st.st_uid))
         os.fchmod(self.fd, REGISTRY_MODE)
         self.tlock = threading.RLock()
         with self:
