@@ -16,7 +16,8 @@ from . import machine, prepare
 # depends on how the CPU runs the Guest.  Files not in the checkout (yet) are left out.
 DEFAULT_TESTS = ("test_hw_semantics.py", "test_kvm.py", "test_lguest_user.py", "test_hypercalls.py",
                  "test_interrupts.py", "test_usermode.py", "test_page_tables.py", "test_assist.py",
-                 "test_segments.py", "test_dma.py", "test_dma_streams.py", "test_direct.py")
+                 "test_segments.py", "test_dma.py", "test_dma_streams.py", "test_direct.py",
+                 "test_hostile.py", "test_fuzz_requests.py")
 DEFAULT_FLAGS = ("-v", "-rfEs", "--durations=15")
 
 

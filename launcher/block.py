@@ -49,15 +49,25 @@ class Block(Device):
     def __init__(self, devices, path, launcher):
         self.path = path
         self.fd = self.direct_fd = -1
+        self.read_only = False
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
-            raise BlockError(f"cannot open block file {path}: {e.strerror}") from None
+            # A file we may only read still makes a disk: its writes fail (result 2), loudly.
+            if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise BlockError(f"cannot open block file {path}: {e.strerror}") from None
+            try:
+                self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise BlockError(f"cannot open block file {path}: {e.strerror}") from None
+            self.read_only = True
+            launcher.warn(f"block {path}: {e.strerror}: read-only, the Guest's writes will fail")
         try:
             self.size = os.lseek(self.fd, 0, os.SEEK_END)
             if O_DIRECT:
                 try:
-                    self.direct_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | O_DIRECT)
+                    self.direct_fd = os.open(path, (os.O_RDONLY if self.read_only else os.O_RDWR)
+                                             | os.O_CLOEXEC | O_DIRECT)
                 except OSError:
                     self.direct_fd = -1
             super().__init__(devices, LGUEST_DEVICE_T_BLOCK, 1, LGUEST_DEVICE_F_RANDOMNESS)
@@ -92,9 +102,14 @@ class Block(Device):
             if off >= self.size or off + nbytes > self.size:
                 raise BlockError("%s at sector %u (%u bytes) is past the end (%u sectors)" % (
                     "write" if write else "read", sector, nbytes, self.size // SECTOR))
+            if write and self.read_only:
+                raise OSError(errno.EROFS, "write refused: the file is read-only")
             done, how = self._io(sections, off, write)
             launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
                 "WRITE" if write else "READ", done, sector, how))
+            if done != nbytes:                  # the file shrank under us, say
+                launcher.warn("block %s: %s at sector %u: %u of %u bytes (is the file shorter "
+                              "now?)" % (self.path, "write" if write else "read", sector, done, nbytes))
         except (BlockError, InvalidAddress) as e:
             launcher.verbose("block: refused: %s" % e)
             done = -1

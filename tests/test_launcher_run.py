@@ -322,3 +322,56 @@ def test_stats_on_exit(run, ln_console):
     assert calls["LHCALL_BIND_DMA (12)"] >= 1 and calls["LHCALL_CRASH (2)"] == 1
     assert calls["LHCALL_SEND_DMA (13)"] >= 4                  # hello, mem, dev, ready, bye...
     assert any("hypercall (int $0x1f)" in k for k in kinds)
+
+
+# --- block devices under faults ---------------------------------------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A tmpfs of one page at tmp_path/fs (root only), unmounted afterwards."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_block_file_read_only(run, ln_block, tmp_path):
+    """A disk file we may only read: the device still works, every write gets result 2 with the
+    reason on stderr, and the file is untouched."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xee" * 65536)
+    if os.getuid() == 0:                  # root may write any file: make it immutable instead
+        r = subprocess.run(["chattr", "+i", str(disk)], capture_output=True)
+        if r.returncode:
+            pytest.skip("cannot make a file read-only for root here: %s" % r.stderr.decode().strip())
+    else:
+        disk.chmod(0o444)
+    try:
+        r = run(f"--block={disk}", 4, ln_block, stdin=subprocess.DEVNULL)
+        assert r.wait() == 0, r.stderr()
+        err = r.stderr()
+    finally:
+        if os.getuid() == 0:
+            subprocess.run(["chattr", "-i", str(disk)])
+    assert "ln: writes 2 2 2\n" in r.text
+    assert "ln: reads 1 1 used 512" in r.text                # reading still works
+    assert "read-only, the Guest's writes will fail" in err and "write refused" in err
+    assert disk.read_bytes() == b"\xee" * 65536
+
+
+def test_block_file_on_a_full_filesystem(run, ln_block, small_tmpfs):
+    """A sparse disk on a tmpfs with room for one page: the first write fills it, the next ones
+    fail with result 2 and "No space left on device", and what was written stays written."""
+    disk = small_tmpfs / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(65536)
+    r = run(f"--block={disk}", 4, ln_block, stdin=subprocess.DEVNULL)
+    assert r.wait() == 0, r.stderr()
+    assert "ln: writes 1 2 2\n" in r.text, r.text
+    assert "No space left on device" in r.stderr()
+    assert disk.read_bytes()[:4096] == _expected_disk(65536)[:4096]
