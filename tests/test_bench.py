@@ -64,3 +64,12 @@ def test_unknown_benchmark_is_refused():
     r = subprocess.run([sys.executable, "-m", "lguest_bench", "--only", "nosuch"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown benchmark nosuch" in r.stderr
+
+
+def test_the_nested_machine_is_named_for_what_it_is(monkeypatch):
+    from lguest_bench import main as bench
+    monkeypatch.setattr(bench, "software_cpu", lambda: True)
+    assert "software-emulated CPU (TCG)" in bench.kind_note("svm")
+    assert "emulates every Guest instruction" in bench.kind_note("kvm-pvm")
+    monkeypatch.setattr(bench, "software_cpu", lambda: False)
+    assert bench.kind_note("vmx") == "hardware KVM (Intel VMX)"
