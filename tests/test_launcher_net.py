@@ -203,3 +203,16 @@ def test_ping_over_tunnet_with_bundled_guest(run, netns):
     r.expect("lguest$ ", count=2, timeout=30)
     r.type("poweroff\n")
     assert r.wait(30) == 0, r.stderr()
+
+
+def test_tap_device_gone(run, netns, ln_console):
+    """Someone deletes the TAP device under a running Guest: the Launcher stops with one line,
+    2.6.23's own "reading network" error, and status 1; nothing hangs."""
+    r = run("--tunnet=10.77.6.1", 4, ln_console, prefix=("ip", "netns", "exec", netns),
+            stdin=subprocess.DEVNULL)
+    r.expect("ln: ready")
+    ns_ip(netns, "link", "del", "tap0")
+    assert r.wait(30) == 1
+    err = r.stderr()
+    assert err.splitlines()[-1].startswith("lguest: reading network: "), err
+    assert "Traceback" not in err
