@@ -17,8 +17,9 @@ import struct
 
 from . import abi
 from .page_tables import walk_guest_tables
-from .switcher import (ERRCODE_VECTORS, NMI_VECTOR, SWITCHER_PORT, SWITCHER_NMI_PORT, descriptor,
-                       INITIAL_GUEST_GDT, CR0_GUEST, PTE_P, PTE_RW, _seg)
+from .switcher import (SWITCHER_NMI_PORT, descriptor, INITIAL_GUEST_GDT, CR0_GUEST, PTE_P, PTE_RW,
+                       _seg, switcher_code, stub_code as switcher_stub_code,
+                       common_code as switcher_common_code)
 
 # S:210 The Switcher's 4 MB.  Its pages live in a memory slot of their own at Guest-physical
 # 0xFFC00000, and the page table that PGD entry 1023 points to maps them at the same linear address.
@@ -59,37 +60,13 @@ FRAME_OFFSET = (REGS_PAGE + 1) * abi.PAGE_SIZE - ctypes.sizeof(Frame32)
 FRAME_LINEAR = SWITCHER_BASE + FRAME_OFFSET
 STACK_TOP = linear(REGS_PAGE + 1)
 
-# S:230 The code, 32-bit this time and byte for byte the long-mode Switcher's plan: a sixteen-byte
+# S:230 The code is the long-mode Switcher's, generated for 32 bits (switcher_code()): a sixteen-byte
 # stub per vector, common code that saves the registers and leaves with `out`, and a resume path
 # that applies the cr3 and cr0 requests, reloads the data segments and `iret`s.  The NMI stub says
 # so with an `out` of its own and returns to wherever the NMI struck: at ring 0 that pushes below
 # the stack pointer, onto frame words the Switcher has already used up or not yet written.
 # :*
-COMMON_SAVE = [
-    ("push %eax", b"\x50"), ("push %ecx", b"\x51"), ("push %edx", b"\x52"),
-    ("push %ebx", b"\x53"), ("push %ebp", b"\x55"), ("push %esi", b"\x56"),
-    ("push %edi", b"\x57"),
-    ("mov %ds,%eax", b"\x8c\xd8"), ("push %eax", b"\x50"),
-    ("mov %es,%eax", b"\x8c\xc0"), ("push %eax", b"\x50"),
-    ("mov %fs,%eax", b"\x8c\xe0"), ("push %eax", b"\x50"),
-    ("mov %gs,%eax", b"\x8c\xe8"), ("push %eax", b"\x50"),
-    ("mov %cr2,%eax", b"\x0f\x20\xd0"), ("push %eax", b"\x50"),
-    ("push $0", b"\x6a\x00"), ("push $0", b"\x6a\x00"),
-    (f"out %al,${SWITCHER_PORT:#x}", bytes([0xE6, SWITCHER_PORT])),
-]
-RESUME = [
-    ("pop %eax", b"\x58"), ("test %eax,%eax", b"\x85\xc0"), ("jz 1f", b"\x74\x03"),
-    ("mov %eax,%cr3", b"\x0f\x22\xd8"), ("1: pop %eax", b"\x58"),
-    ("test %eax,%eax", b"\x85\xc0"), ("jz 2f", b"\x74\x03"),
-    ("mov %eax,%cr0", b"\x0f\x22\xc0"), ("2: add $4,%esp", b"\x83\xc4\x04"),
-    ("pop %eax", b"\x58"), ("mov %eax,%gs", b"\x8e\xe8"),
-    ("pop %eax", b"\x58"), ("mov %eax,%fs", b"\x8e\xe0"),
-    ("pop %eax", b"\x58"), ("mov %eax,%es", b"\x8e\xc0"),
-    ("pop %eax", b"\x58"), ("mov %eax,%ds", b"\x8e\xd8"),
-    ("pop %edi", b"\x5f"), ("pop %esi", b"\x5e"), ("pop %ebp", b"\x5d"),
-    ("pop %ebx", b"\x5b"), ("pop %edx", b"\x5a"), ("pop %ecx", b"\x59"),
-    ("pop %eax", b"\x58"), ("add $8,%esp", b"\x83\xc4\x08"), ("iret", b"\xcf"),
-]
+COMMON_SAVE, RESUME = switcher_code(32)
 NMI_STUB = bytes([0xE6, SWITCHER_NMI_PORT]) + b"\xcf"            # out %al,$0x4d; iret
 COMMON_LINEAR = linear(COMMON_PAGE)
 RESUME_LINEAR = COMMON_LINEAR + sum(len(b) for _, b in COMMON_SAVE)
@@ -97,17 +74,11 @@ RESUME_LINEAR = COMMON_LINEAR + sum(len(b) for _, b in COMMON_SAVE)
 
 def stub_code(vector):
     """The sixteen bytes of one vector's 32-bit entry stub."""
-    if vector == NMI_VECTOR:
-        return NMI_STUB.ljust(16, b"\xcc")
-    code = b"" if vector in ERRCODE_VECTORS else b"\x6a\x00"       # push $0
-    code += b"\x68" + struct.pack("<I", vector)                    # push $vector
-    here = linear(STUB_PAGE, vector * 16 + len(code) + 5)
-    code += b"\xe9" + struct.pack("<i", COMMON_LINEAR - here)      # jmp common
-    return code.ljust(16, b"\xcc")
+    return switcher_stub_code(vector, linear(STUB_PAGE), COMMON_LINEAR, NMI_STUB)
 
 
 def common_code():
-    return b"".join(b for _, b in COMMON_SAVE + RESUME)
+    return switcher_common_code(COMMON_SAVE, RESUME)
 
 
 def stub_gate(vector):

@@ -77,31 +77,41 @@ NMI_VECTOR = 2
 # The bytes are written out by hand, so the Host needs no assembler; tests/test_switcher.py assembles
 # the same instructions with binutils when it is installed and compares.
 # :*
-COMMON_SAVE = [
-    ("push %rax", b"\x50"), ("push %rcx", b"\x51"), ("push %rdx", b"\x52"),
-    ("push %rbx", b"\x53"), ("push %rbp", b"\x55"), ("push %rsi", b"\x56"),
-    ("push %rdi", b"\x57"),
-    ("mov %ds,%eax", b"\x8c\xd8"), ("push %rax", b"\x50"),
-    ("mov %es,%eax", b"\x8c\xc0"), ("push %rax", b"\x50"),
-    ("mov %fs,%eax", b"\x8c\xe0"), ("push %rax", b"\x50"),
-    ("mov %gs,%eax", b"\x8c\xe8"), ("push %rax", b"\x50"),
-    ("mov %cr2,%rax", b"\x0f\x20\xd0"), ("push %rax", b"\x50"),
-    ("push $0", b"\x6a\x00"), ("push $0", b"\x6a\x00"),
-    (f"out %al,${SWITCHER_PORT:#x}", bytes([0xE6, SWITCHER_PORT])),
-]
-RESUME = [
-    ("pop %rax", b"\x58"), ("test %rax,%rax", b"\x48\x85\xc0"), ("jz 1f", b"\x74\x03"),
-    ("mov %rax,%cr3", b"\x0f\x22\xd8"), ("1: pop %rax", b"\x58"),
-    ("test %rax,%rax", b"\x48\x85\xc0"), ("jz 2f", b"\x74\x03"),
-    ("mov %rax,%cr0", b"\x0f\x22\xc0"), ("2: add $8,%rsp", b"\x48\x83\xc4\x08"),
-    ("pop %rax", b"\x58"), ("mov %eax,%gs", b"\x8e\xe8"),
-    ("pop %rax", b"\x58"), ("mov %eax,%fs", b"\x8e\xe0"),
-    ("pop %rax", b"\x58"), ("mov %eax,%es", b"\x8e\xc0"),
-    ("pop %rax", b"\x58"), ("mov %eax,%ds", b"\x8e\xd8"),
-    ("pop %rdi", b"\x5f"), ("pop %rsi", b"\x5e"), ("pop %rbp", b"\x5d"),
-    ("pop %rbx", b"\x5b"), ("pop %rdx", b"\x5a"), ("pop %rcx", b"\x59"),
-    ("pop %rax", b"\x58"), ("add $16,%rsp", b"\x48\x83\xc4\x10"), ("iretq", b"\x48\xcf"),
-]
+def switcher_code(bits):
+    """(COMMON_SAVE, RESUME) as (assembler text, bytes) pairs, for this 64-bit Switcher or the direct
+    backend's 32-bit one (direct.py): the same instructions, with a REX.W prefix in 64-bit mode
+    where the operand is a whole register, and stack words of 8 or 4 bytes."""
+    r, rex, w = ("r", b"\x48", 8) if bits == 64 else ("e", b"", 4)
+    save = [
+        (f"push %{r}ax", b"\x50"), (f"push %{r}cx", b"\x51"), (f"push %{r}dx", b"\x52"),
+        (f"push %{r}bx", b"\x53"), (f"push %{r}bp", b"\x55"), (f"push %{r}si", b"\x56"),
+        (f"push %{r}di", b"\x57"),
+        ("mov %ds,%eax", b"\x8c\xd8"), (f"push %{r}ax", b"\x50"),
+        ("mov %es,%eax", b"\x8c\xc0"), (f"push %{r}ax", b"\x50"),
+        ("mov %fs,%eax", b"\x8c\xe0"), (f"push %{r}ax", b"\x50"),
+        ("mov %gs,%eax", b"\x8c\xe8"), (f"push %{r}ax", b"\x50"),
+        (f"mov %cr2,%{r}ax", b"\x0f\x20\xd0"), (f"push %{r}ax", b"\x50"),
+        ("push $0", b"\x6a\x00"), ("push $0", b"\x6a\x00"),
+        (f"out %al,${SWITCHER_PORT:#x}", bytes([0xE6, SWITCHER_PORT])),
+    ]
+    resume = [
+        (f"pop %{r}ax", b"\x58"), (f"test %{r}ax,%{r}ax", rex + b"\x85\xc0"), ("jz 1f", b"\x74\x03"),
+        (f"mov %{r}ax,%cr3", b"\x0f\x22\xd8"), (f"1: pop %{r}ax", b"\x58"),
+        (f"test %{r}ax,%{r}ax", rex + b"\x85\xc0"), ("jz 2f", b"\x74\x03"),
+        (f"mov %{r}ax,%cr0", b"\x0f\x22\xc0"), (f"2: add ${w},%{r}sp", rex + bytes([0x83, 0xC4, w])),
+        (f"pop %{r}ax", b"\x58"), ("mov %eax,%gs", b"\x8e\xe8"),
+        (f"pop %{r}ax", b"\x58"), ("mov %eax,%fs", b"\x8e\xe0"),
+        (f"pop %{r}ax", b"\x58"), ("mov %eax,%es", b"\x8e\xc0"),
+        (f"pop %{r}ax", b"\x58"), ("mov %eax,%ds", b"\x8e\xd8"),
+        (f"pop %{r}di", b"\x5f"), (f"pop %{r}si", b"\x5e"), (f"pop %{r}bp", b"\x5d"),
+        (f"pop %{r}bx", b"\x5b"), (f"pop %{r}dx", b"\x5a"), (f"pop %{r}cx", b"\x59"),
+        (f"pop %{r}ax", b"\x58"), (f"add ${2 * w},%{r}sp", rex + bytes([0x83, 0xC4, 2 * w])),
+        ("iretq" if bits == 64 else "iret", rex + b"\xcf"),
+    ]
+    return save, resume
+
+
+COMMON_SAVE, RESUME = switcher_code(64)
 COMMON_LINEAR = HOST_BASE + COMMON_PAGE * 4096
 RESUME_LINEAR = COMMON_LINEAR + sum(len(b) for _, b in COMMON_SAVE)
 
@@ -115,19 +125,20 @@ RESUME_LINEAR = COMMON_LINEAR + sum(len(b) for _, b in COMMON_SAVE)
 NMI_STUB = bytes([0xE6, SWITCHER_NMI_PORT]) + b"\x48\xcf"          # out %al,$0x4d; iretq
 
 
-def stub_code(vector):
-    """The sixteen bytes of one vector's entry stub."""
+def stub_code(vector, stubs=LINEAR_STUBS, common=COMMON_LINEAR, nmi_stub=NMI_STUB):
+    """The sixteen bytes of one vector's entry stub (the same bytes in 32-bit mode, given the
+    direct backend's addresses)."""
     if vector == NMI_VECTOR:
-        return NMI_STUB.ljust(16, b"\xcc")
+        return nmi_stub.ljust(16, b"\xcc")
     code = b"" if vector in ERRCODE_VECTORS else b"\x6a\x00"       # push $0
     code += b"\x68" + struct.pack("<I", vector)                    # push $vector
-    here = LINEAR_STUBS + vector * 16 + len(code) + 5
-    code += b"\xe9" + struct.pack("<i", COMMON_LINEAR - here)      # jmp common
+    here = stubs + vector * 16 + len(code) + 5
+    code += b"\xe9" + struct.pack("<i", common - here)             # jmp common
     return code.ljust(16, b"\xcc")
 
 
-def common_code():
-    return b"".join(b for _, b in COMMON_SAVE + RESUME)
+def common_code(save=COMMON_SAVE, resume=RESUME):
+    return b"".join(b for _, b in save + resume)
 
 
 def descriptor(base, limit, typ, dpl, *, s=1, long_=0, db=1, g=1):

@@ -8,10 +8,10 @@ import pytest
 from lguest_kvm import switcher
 
 
-def assemble(src, tmp_path):
+def assemble(src, tmp_path, bits=64):
     s, o, b = tmp_path / "x.S", tmp_path / "x.o", tmp_path / "x.bin"
-    s.write_text(".code64\n" + src + "\n")
-    subprocess.run(["as", "--64", "-o", str(o), str(s)], check=True, capture_output=True)
+    s.write_text(f".code{bits}\n" + src + "\n")
+    subprocess.run(["as", f"--{bits}", "-o", str(o), str(s)], check=True, capture_output=True)
     subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(o), str(b)], check=True)
     return b.read_bytes()
 
@@ -20,14 +20,18 @@ needs_as = pytest.mark.skipif(shutil.which("as") is None, reason="binutils' as i
 
 
 @needs_as
-def test_common_code_matches_assembler(tmp_path):
+@pytest.mark.parametrize("bits", [64, 32])
+def test_common_code_matches_assembler(tmp_path, bits):
+    """The long-mode Switcher's code, and the direct backend's 32-bit version of it."""
+    save, resume = switcher.switcher_code(bits)
     lines = []
-    for text, _ in switcher.COMMON_SAVE + switcher.RESUME:
+    for text, _ in save + resume:
         lines.append(text.replace(" 1f", " 1f").replace("mov %eax,%gs", "mov %ax,%gs")
                      .replace("mov %eax,%fs", "mov %ax,%fs").replace("mov %eax,%es", "mov %ax,%es")
-                     .replace("mov %eax,%ds", "mov %ax,%ds").replace("push $0", "pushq $0"))
+                     .replace("mov %eax,%ds", "mov %ax,%ds")
+                     .replace("push $0", "pushq $0" if bits == 64 else "pushl $0"))
     src = "\n".join(lines).replace("1: ", "1:\n").replace("2: ", "2:\n")
-    assert assemble(src, tmp_path) == switcher.common_code()
+    assert assemble(src, tmp_path, bits) == switcher.common_code(save, resume)
 
 
 @pytest.mark.parametrize("vector", [0, 13, 14, 0x1F, 0x80, 255])
