@@ -200,7 +200,7 @@ class Guest:
 
     def data_field(self, name):
         """The gpa of a field of the Guest's lguest_data."""
-        return self.lguest_data + getattr(abi.lguest_data, name).offset
+        return self.lguest_data + _DATA_OFFSET[name]
 
     def pin_stack_pages(self):
         self.shadow.pin_stack_pages(self.esp1, self.stack_pages)
@@ -225,9 +225,11 @@ class Guest:
             # killed, saying so.  A handler that only sets a flag, as 2.6.23's Launcher had, never
             # costs the Guest anything: read() returns EINTR, and the Guest resumes.
             # :*
-            if self.step is not None and self.dead is None and self.vm is not None:
-                self.kill_guest("%s interrupted the Host while %s"
-                                % (type(e).__name__, self.step))
+            step = self.step
+            if step is not None and self.dead is None and self.vm is not None:
+                if isinstance(step, tuple):     # (format, number): formatted only when needed
+                    step = step[0] % step[1]
+                self.kill_guest("%s interrupted the Host while %s" % (type(e).__name__, step))
             self.step = None
             raise
 
@@ -237,9 +239,10 @@ class Guest:
             if run.exit_reason != EXIT_NONE:
                 self.finish_exit()            # KVM's last exit, if an exception cut in after it
             if self.trap_to_handle:
-                self.step = "handling trap %d" % self.frame.trapnum
+                trapnum = self.frame.trapnum
+                self.step = ("handling trap %d", trapnum)
                 self.trap_to_handle = False
-                interrupts_and_traps.handle_trap(self, self.frame.trapnum)
+                interrupts_and_traps.handle_trap(self, trapnum)
                 self.step = None
             if self.dead is not None:
                 return -errno.ENOENT
@@ -398,6 +401,9 @@ class Guest:
 # H:140 tsc_khz tells the Guest it may use the TSC as its clock.  2.6.23 gave it only when the host's
 # TSC ran at a constant rate and did not stop in idle states; so do we, taking the rate from KVM.
 # :*
+_DATA_OFFSET = {name: getattr(abi.lguest_data, name).offset for name, *_ in abi.lguest_data._fields_}
+
+
 def host_tsc_khz(vm):
     try:
         with open("/proc/cpuinfo") as f:

@@ -121,7 +121,7 @@ class RegistryLayout(ctypes.Structure):
 
 _SLOT_SIZE = ctypes.sizeof(SlotRec)
 _SLOT_PENDING = RegistryLayout.slots.offset + SlotRec.pending_irqs.offset
-_PENDING = struct.Struct("<II")             # pending_irqs, killed
+_PENDING64 = struct.Struct("<Q")            # both at once: is either non-zero?
 REGISTRY_SIZE = (ctypes.sizeof(RegistryLayout) + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
 
 
@@ -271,7 +271,7 @@ class Registry:
 
     def anything_for(self, guestid):
         """Whether other Guests left anything for this one: checked without any lock."""
-        return any(_PENDING.unpack_from(self.map, _SLOT_PENDING + guestid * _SLOT_SIZE))
+        return _PENDING64.unpack_from(self.map, _SLOT_PENDING + guestid * _SLOT_SIZE)[0] != 0
 
     def collect(self, guestid, nonce):
         """(irq bits, death message or None) that other Guests left for this one."""

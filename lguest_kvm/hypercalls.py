@@ -127,9 +127,10 @@ def do_hypercalls(lg):
     do_async_hcalls(lg)
     if lg.dma_is_pending or f.trapnum != abi.LGUEST_TRAP_ENTRY or lg.dead is not None:
         return
-    lg.step = "running hypercall %d" % (f.eax & 0xFFFFFFFF)
+    call = f.eax & 0xFFFFFFFF
+    lg.step = ("running hypercall %d", call)
     f.trapnum = TRAP_HCALL_DONE
-    r = timed_hcall(lg, f.eax & 0xFFFFFFFF, f.edx & 0xFFFFFFFF, f.ebx & 0xFFFFFFFF, f.ecx & 0xFFFFFFFF)
+    r = timed_hcall(lg, call, f.edx & 0xFFFFFFFF, f.ebx & 0xFFFFFFFF, f.ecx & 0xFFFFFFFF)
     if r is not None:
         f.eax = r
     lg.step = None

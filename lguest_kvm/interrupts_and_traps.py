@@ -244,7 +244,7 @@ def maybe_do_interrupt(lg):
         return
     if not lg.halted and not lg.peek_u32(lg.data_field("irq_enabled")):
         return
-    lg.step = "delivering interrupt %d" % irq
+    lg.step = ("delivering interrupt %d", irq)
     if lg.halted:
         if not lg.poke_u32(lg.data_field("irq_enabled"), abi.X86_EFLAGS_IF):
             lg.kill_guest("Re-enabling interrupts")
