@@ -150,6 +150,27 @@ int main(void)
 	printk("nm=%u\n", ticks);
 	__asm__ volatile("movaps %%xmm1, %%xmm0" ::: "memory");
 	printk("nm=%u\n", ticks);
+#elif MODE == 11	/* idle: HALT with the timer ten seconds away; then timers of DELAY_NS, each timed */
+	/* Checkpoint 1, ten seconds asleep as an idle tickless kernel would be (a clock event can be
+	 * at most 2^32 ns ahead, so five of 2 s), checkpoint 2; then for each of WAKES rounds
+	 * checkpoint 3, one clock event DELAY_NS ahead, HALT, and checkpoint 4 once it woke. */
+	checkpoint(1);
+	for (unsigned i = 0; i < 5; i++) {
+		unsigned before = ticks;
+		hcall(LHCALL_SET_CLOCKEVENT, 2000000000u, 0, 0);
+		while (ticks == before)
+			hcall(LHCALL_HALT, 0, 0, 0);
+	}
+	checkpoint(2);
+	for (unsigned i = 0; i < WAKES; i++) {
+		unsigned before = ticks;
+		checkpoint(3);
+		hcall(LHCALL_SET_CLOCKEVENT, DELAY_NS, 0, 0);
+		while (ticks == before)
+			hcall(LHCALL_HALT, 0, 0, 0);
+		checkpoint(4);
+	}
+	printk("woke %u times\n", ticks);
 #elif MODE == 9	/* an NMI is the Host's business: the Guest carries on */
 	checkpoint(1);
 	printk("still here\n");
