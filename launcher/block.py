@@ -90,6 +90,7 @@ class Block(Device):
     def handle_output(self, launcher, dma):
         kind, sector, nbytes = _REQ.unpack_from(self.mv, self.page)
         write = kind != 0
+        what = "%s of sector %u" % ("write" if write else "read", sector)
         reply = launcher.getdma(self.page)
         irq = self._reply_irq(reply)
         try:
@@ -104,23 +105,52 @@ class Block(Device):
                     "write" if write else "read", sector, nbytes, self.size // SECTOR))
             if write and self.read_only:
                 raise OSError(errno.EROFS, "write refused: the file is read-only")
+            if write:
+                self._check_growth(launcher, what, off, nbytes)
             done, how = self._io(sections, off, write)
             launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
                 "WRITE" if write else "READ", done, sector, how))
-            if done != nbytes:                  # the file shrank under us, say
-                launcher.warn("block %s: %s at sector %u: %u of %u bytes (is the file shorter "
-                              "now?)" % (self.path, "write" if write else "read", sector, done, nbytes))
+            if done != nbytes:
+                launcher.warn("block: %s: %s" % (what, self._short(off, nbytes, done)))
         except (BlockError, InvalidAddress) as e:
             launcher.verbose("block: refused: %s" % e)
             done = -1
         except OSError as e:
-            launcher.warn("block %s: %s" % (self.path, e.strerror))
+            launcher.warn("block %s: %s: %s" % (self.path, what, e.strerror))
             done = -1
         if reply is not None:
             self.devices.set_used_len(reply, 0 if write or done < 0 else done)
         _RESULT.pack_into(self.mv, self.page + RESULT_OFF, 1 if done == nbytes else 2)
         launcher.trigger_irq(irq)
         return 0
+
+    # L:690 The disk's size is fixed when the Launcher starts: the Guest was told num_sectors once.
+    # But the file is the user's, and it can shrink under us (a truncate(1) while the Guest runs).
+    # Then a read past the file's new end comes back short: that is result 2, never zeros passed
+    # off as data, and one line says why.  A write there is still inside the disk, so it is done, as
+    # 2.6.23's Launcher did it, and the file grows back as far as that write (never past the size
+    # it had at start); the hole in between reads as zeros, so we say so when it happens.
+    # :*
+    def _current_size(self):
+        try:
+            return os.fstat(self.fd).st_size
+        except OSError:
+            return None
+
+    def _check_growth(self, launcher, what, off, nbytes):
+        now = self._current_size()
+        if now is not None and off + nbytes > now:
+            launcher.warn("block: %s: beyond the end of %s, now %u bytes (truncated while in "
+                          "use?): writing it extends the file%s" % (
+                              what, self.path, now,
+                              ", bytes %u..%u read as zeros" % (now, off - 1) if off > now else ""))
+
+    def _short(self, off, nbytes, done):
+        now = self._current_size()
+        if now is not None and off + nbytes > now:
+            return "beyond the end of %s, now %u bytes (truncated while in use?): %u of %u bytes" \
+                % (self.path, now, done, nbytes)
+        return "%s: only %u of %u bytes" % (self.path, done, nbytes)
 
     def _reply_irq(self, reply):
         """The IRQ GETDMA left in the reply's used_len (a Guest bound nothing: ours anyway)."""

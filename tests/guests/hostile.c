@@ -48,6 +48,49 @@ static __attribute__((unused)) void to_recover(struct trapframe *tf)
 	tf->eip = recover;
 }
 
+/* The Switcher's 4 MB at the top of the address space (PGD entry 1023). */
+#define SWITCHER_VA	0xFFC00000u
+#define SWITCHER_PGD	1023u
+
+/* One store of v at va, "movl %eax,(%edx)": two bytes, which the #PF handler
+ * below steps over, counting the fault and whether cr2 named va. */
+static volatile unsigned stores, faults, wrong_cr2, store_va;
+static __attribute__((unused)) void store(unsigned va, unsigned v)
+{
+	store_va = va;
+	stores++;
+	__asm__ volatile("movl %%eax, (%%edx)" :: "a"(v), "d"(va) : "memory");
+}
+
+static __attribute__((unused)) void skip_store(struct trapframe *tf)
+{
+	faults++;
+	if (lguest_data.cr2 != store_va)
+		wrong_cr2++;
+	tf->eip += 2;
+}
+
+/* Garbage into every page of the Switcher's first eight and anywhere in its 4 MB. */
+static __attribute__((unused)) void scribble(void)
+{
+	for (unsigned page = 0; page < 8; page++)
+		store(SWITCHER_VA + page * PAGE_SIZE + (rnd() & 0xFFC), rnd());
+	for (unsigned i = 0; i < ROUNDS; i++)
+		store(SWITCHER_VA + (rnd() & 0x3FFFFC), rnd());
+}
+
+/* The page directory the Launcher built and we run on: the page below the
+ * initrd, which sits at the top of RAM (boot_params e820 size, initrd size). */
+static __attribute__((unused)) unsigned long launcher_pgdir(void)
+{
+	const char *bp = boot_params;
+
+	return *(const u32 *)(bp + 0x2D0 + 8) - *(const u32 *)(bp + 0x21C) - PAGE_SIZE;
+}
+
+static __attribute__((unused)) unsigned long fake_ptes[1024] __attribute__((aligned(PAGE_SIZE)));
+static __attribute__((unused)) unsigned char scratch[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+
 int main(void)
 {
 	lguest_init();
@@ -123,6 +166,31 @@ int main(void)
 	FAR_CALL(0xF8);
 	__asm__ volatile("lcall $0xA0, $cpl_probe" ::: "memory", "eax");
 	printk("refused %u probe cs %x\n", refused, probe_cs);
+#elif MODE == 9	/* garbage stored straight into the Switcher's 4 MB */
+	install_trap(14, skip_store, GATE_INTERRUPT, 0);
+	scribble();
+	printk("switcher stores %u faults %u wrong cr2 %u\n", stores, faults, wrong_cr2);
+#elif MODE == 10	/* page-table hypercalls aimed at the top 4 MB */
+	for (unsigned i = 0; i < ROUNDS; i++)
+		hcall(LHCALL_SET_PMD, launcher_pgdir(),
+		      (rnd() & 1) ? SWITCHER_PGD : SWITCHER_PGD + rnd() % (0u - SWITCHER_PGD), 0);
+	printk("set_pmd at the top ignored\n");
+	hcall(LHCALL_SET_PTE, edgy(), SWITCHER_VA + (rnd() & 0x3FF000), rnd());
+	printk("set_pte at the top ignored\n");
+#elif MODE == 11	/* its own PGD entry 1023 rewritten, then the area touched */
+	install_trap(14, skip_store, GATE_INTERRUPT, 0);
+	/* Odd seeds: garbage entries (naming pages of its 16 MB, so that on the
+	 * direct backend the CPU's own walks find memory); even: a page of its
+	 * own everywhere.  Seeds 1, 5, ...: a garbage page directory entry. */
+	for (unsigned i = 0; i < 1024; i++)
+		fake_ptes[i] = (SEED & 1) ? ((rnd() & 0x00FFFFFF) | 1) : (__pa(scratch) | 0x63);
+	((volatile unsigned long *)__va(launcher_pgdir()))[SWITCHER_PGD] =
+		(SEED % 4 == 1) ? ((rnd() & 0x00FFFFFF) | 1) : (__pa(fake_ptes) | 0x67);
+	scribble();
+	printk("switcher stores %u faults %u\n", stores, faults);
+	hcall(LHCALL_SET_PMD, launcher_pgdir(), SWITCHER_PGD, 0);
+	scribble();
+	printk("after set_pmd stores %u faults %u\n", stores, faults);
 #endif
 	printk("survived\n");
 	return 0;
