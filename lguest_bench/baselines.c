@@ -2,6 +2,7 @@
  *   baselines exit N            KVM_RUN round trips of a real-mode `out` loop: the floor of an exit
  *   baselines syscall N         getppid() system calls on this host
  *   baselines pagefault N       first-touch page faults on fresh anonymous memory
+ *   baselines cow N             copy-on-write faults: stores to a file's pages mapped MAP_PRIVATE
  *   baselines memlin MB LAPS    one store per 64-byte line through MB of memory, LAPS times
  *   baselines memrand MB LAPS   the same number of stores at pseudo-random lines
  * Each prints one number: nanoseconds per operation (per lap for memlin/memrand). */
@@ -27,6 +28,51 @@ static int die(const char *what)
 {
 	perror(what);
 	return 1;
+}
+
+/* A private mapping of a file's pages, each read first so that the page cache's own page is mapped,
+ * read-only, as a fork leaves a page: the store then faults and the kernel copies the page for this
+ * mapping alone.  Only the stores are timed; MADV_DONTNEED drops the copies between rounds. */
+static int cow(long n)
+{
+	enum { PAGES = 256, SIZE = PAGES * 4096 };
+	static char buf[4096];
+	FILE *tmp = NULL;
+	int fd = syscall(SYS_memfd_create, "lguest-bench-cow", 0);
+	if (fd < 0) {
+		if (!(tmp = tmpfile()))
+			return die("memfd_create");
+		fd = fileno(tmp);
+	}
+	memset(buf, 0xC5, sizeof(buf));
+	for (int i = 0; i < PAGES; i++)
+		if (write(fd, buf, sizeof(buf)) != sizeof(buf))
+			return die("write");
+	volatile char *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED)
+		return die("mmap");
+	volatile unsigned sum = 0;
+	double total = 0;
+	for (long done = -PAGES; done < n; done += PAGES) {	/* the first round warms up */
+		long k = n - done < PAGES ? n - done : PAGES;
+		for (long i = 0; i < k; i++)
+			sum += p[i * 4096];
+		double t = now_ns();
+		for (long i = 0; i < k; i++)
+			p[i * 4096 + 64] = 1;
+		if (done >= 0)
+			total += now_ns() - t;
+		for (long i = 0; i < k; i++) {
+			if (p[i * 4096 + 64] != 1 || p[i * 4096 + 65] != (char)0xC5)
+				return fprintf(stderr, "baselines: the copy is wrong\n"), 1;
+		}
+		if (madvise((void *)p, SIZE, MADV_DONTNEED) < 0)
+			return die("madvise");
+	}
+	if (pread(fd, buf, 128, 0) != 128 || buf[64] != (char)0xC5)
+		return fprintf(stderr, "baselines: a store reached the file\n"), 1;
+	printf("%.1f\n", total / n);
+	return 0;
 }
 
 static int kvm_exit(long n)
@@ -70,7 +116,7 @@ static int kvm_exit(long n)
 int main(int argc, char **argv)
 {
 	if (argc < 3)
-		return fprintf(stderr, "usage: baselines exit|syscall|pagefault|memlin|memrand N [LAPS]\n"), 2;
+		return fprintf(stderr, "usage: baselines exit|syscall|pagefault|cow|memlin|memrand N [LAPS]\n"), 2;
 	long n = atol(argv[2]);
 	if (!strcmp(argv[1], "exit"))
 		return kvm_exit(n);
@@ -81,6 +127,8 @@ int main(int argc, char **argv)
 		printf("%.1f\n", (now_ns() - t) / n);
 		return 0;
 	}
+	if (!strcmp(argv[1], "cow"))
+		return cow(n);
 	if (!strcmp(argv[1], "pagefault")) {
 		char *p = mmap(NULL, n * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)

@@ -47,6 +47,8 @@ GUEST_BENCHES = {
     "timer": (7, 300, 50, 7, 5, "exit", "SET_CLOCKEVENT 1 us, HALT until IRQ 0"),
     "dma-out": (8, 1000, 150, 7, 5, "exit", "SEND_DMA of 4 KiB the Launcher copies out"),
     "irq-latency": (11, 1000, 150, 7, 5, "exit", "a marker DMA, LHREQ_IRQ, delivery to the handler"),
+    "syscall": (12, 3000, 500, 7, 5, "syscall", "int $0x80 from user mode to a DPL 3 trap gate, iret back"),
+    "cow": (13, 200, 30, 7, 5, "cow", "a user store to a read-only page: #PF, copy, two SET_PTEs"),
     "memburn-linear": (9, 1, 1, 3, 2, "memlin", "a store per 64-byte line through 64 MiB"),
     "memburn-random": (10, 1, 1, 3, 2, "memrand", "as many stores at random lines"),
 }
@@ -155,6 +157,7 @@ def baseline(binary, what, quick):
     args = {"exit": ["exit", "2000" if quick else "20000"],
             "pagefault": ["pagefault", "2000" if quick else "20000"],
             "syscall": ["syscall", "100000"],
+            "cow": ["cow", "2000" if quick else "20000"],
             "memlin": ["memlin", str(MEMBURN_MB[quick]), "3"],
             "memrand": ["memrand", str(MEMBURN_MB[quick]), "3"]}[what]
     runs = [float(subprocess.run([str(binary), *args], capture_output=True, text=True,
@@ -267,6 +270,8 @@ def main(argv=None):
             base = base_cache[base_name]
         row = {"name": name, "paging": paging, **summarize(samples), "baseline": base,
                "baseline_name": {"exit": "a bare KVM exit (C)", "pagefault": "a host page fault (C)",
+                                 "syscall": "the host's own system call (C)",
+                                 "cow": "a host copy-on-write fault (C)",
                                  "memlin": "the host's own stores (C)",
                                  "memrand": "the host's own stores (C)"}.get(base_name, "none"),
                "what": GUEST_BENCHES[name][6] if name in GUEST_BENCHES else "lguest 64 to first line"}
@@ -274,7 +279,7 @@ def main(argv=None):
         results.append(row)
     sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
     print(table(results, kind))
-    print("QEMU baselines: not run (not implemented yet); system calls: not in this suite yet")
+    print("QEMU baselines: not run (not implemented yet)")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"kind": kind, "note": kind_note(kind), "quick": args.quick,

@@ -36,6 +36,8 @@ def test_table_names_the_kind_and_every_benchmark(quick):
     rows = {tuple(ln.split()[:2]) for ln in lines[2:] if ln and not ln.startswith("QEMU")}
     want = {(n, p) for n in GUEST_BENCHES for p in backends(kind)} | {("boot", "default")}
     assert rows == want
+    assert {("syscall", "shadow"), ("cow", "shadow")} <= rows
+    assert "system calls" not in r.stdout
     assert "lguest-bench: " in r.stderr and "benchmarks in" in r.stderr     # the progress line
 
 
@@ -50,6 +52,31 @@ def test_json_has_statistics_and_same_run_ratios(quick):
         else:
             assert row["baseline"] > 0
             assert row["ratio"] == pytest.approx(row["median"] / row["baseline"])
+
+
+def test_user_mode_benchmarks_have_native_baselines(quick):
+    _, data, _ = quick
+    names = {row["name"]: row["baseline_name"] for row in data["results"]}
+    assert names["syscall"] == "the host's own system call (C)"
+    assert names["cow"] == "a host copy-on-write fault (C)"
+
+
+@pytest.mark.parametrize("mode, breakage, why", [
+    (12, 1, "a system call returned the wrong answer"),
+    (13, 2, "the copied page is not a fresh copy of the original"),
+])
+def test_user_mode_guests_check_their_work(mode, breakage, why):
+    """syscall and cow time a user program that checks every op: sound, it powers down after
+    LAPS markers; with the kernel's answer or its copy broken (-DBREAK), it says what went wrong."""
+    from launcher.guest.build import build_guest
+    from lguest_bench.main import HERE, run_guest
+
+    def build(*extra):
+        return build_guest([HERE / "guests" / "bench.c"],
+                           cflags=(f"-DMODE={mode}", "-DN=8", "-DLAPS=2", *extra))
+    assert len(run_guest(build(), "shadow", 16)) == 3
+    with pytest.raises(RuntimeError, match=f"CRASH: {why}$"):
+        run_guest(build(f"-DBREAK={breakage}"), "shadow", 16)
 
 
 def test_svg_draws_one_bar_per_ratio(quick):

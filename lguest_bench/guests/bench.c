@@ -4,6 +4,7 @@
  * ends the Launcher's read(): the Launcher times the laps from those, so every
  * figure is "one lap / N", with the marker's own cost spread over N. :*/
 #include "lguest.h"
+#include "usermode.h"
 
 #define MARK_KEY	0x2000
 #define DMA_KEY		0x3000
@@ -18,6 +19,9 @@
 #define M_MEMLIN	9
 #define M_MEMRAND	10
 #define M_IRQ		11
+#define M_SYSCALL	12
+#define M_COW		13
+#define USER_MODE	(MODE == M_SYSCALL || MODE == M_COW)
 #define IRQ_PLEASE	0x1000	/* a marker asking the Launcher for IRQ 1 */
 
 #ifndef N
@@ -28,6 +32,9 @@
 #endif
 #ifndef MEM_MB
 #define MEM_MB 64
+#endif
+#ifndef BREAK
+#define BREAK 0		/* 1: answer system calls wrongly, 2: map without copying (tests) */
 #endif
 
 static struct lguest_dma mark_dma, out_dma;
@@ -79,6 +86,186 @@ static __attribute__((unused)) void own_page_tables(void)
 	pgd_a[1] = __pa(uptes) | 0x67;
 	hcall(LHCALL_NEW_PGTABLE, __pa(pgd_a), 0, 0);
 }
+
+/*M:951 The user-mode benchmarks (syscall and cow).  Their laps run in a
+ * user program at privilege level 3, a few dozen bytes of assembly below that
+ * the kernel copies into a page of its own and maps, read-only, at UCODE in
+ * pgd_a's user page table.  The program counts its own laps and asks the
+ * kernel for the markers with a system call, SYS_LAP; the kernel never runs
+ * the main loop at all.  Every op checks its result, and a wrong one is a
+ * SYS_BAD call that crashes the Guest with a message of its own, so the
+ * Launcher, which accepts only "Power down", refuses the run.  SYS_EXIT
+ * checks the counts: every system call answered, every store a fault. :*/
+#define UCODE		0x00410000	/* the user program, read-only */
+#define USTACK_TOP	0x00420000	/* its stack page is just below */
+#define ORIG_VA		0x00430000	/* the shared original, read-only */
+#define COW_VA		0x00440000	/* two pages sharing it, taking turns */
+#define COW_FRAMES	4		/* fresh frames, handed out in turn */
+#define SYS_NOT		0		/* eax = ~ebx: the system call timed */
+#define SYS_LAP		1		/* a lap is over: send the marker */
+#define SYS_EXIT	2		/* all laps are over */
+#define SYS_BAD		3		/* a check failed: ebx says which */
+#define UPTE(va)	uptes[((va) >> 12) & 1023]
+#define PTE_RO		0x25		/* present, user, accessed */
+#define PTE_RW		0x67		/* and writable, dirty */
+#define STR(x)		#x
+#define XSTR(x)		STR(x)
+
+#if USER_MODE
+static u32 ucode[1024] __attribute__((aligned(PAGE_SIZE)));
+static u32 ustack[1024] __attribute__((aligned(PAGE_SIZE)));
+static u32 orig[1024] __attribute__((aligned(PAGE_SIZE)));
+static unsigned answered, cow_faults, laps_done;
+extern const char user_prog[], user_prog_end[];
+
+static const char *const bad_why[] = {
+	"bad check",
+	"a system call returned the wrong answer",
+	"a store to the copied page did not stick",
+	"a store reached the shared original page",
+	"the copied page is not a fresh copy of the original",
+};
+
+/* The user's pages: its code, its stack, and for cow the original page,
+ * mapped read-only at ORIG_VA and at both COW_VA pages, as a fork leaves a
+ * page its parent had written: shared, and read-only to both. */
+static void user_pages(void)
+{
+	for (unsigned k = 0; k < 1024; k++)
+		orig[k] = (k << 12) | 0xC0E;
+	memcpy(ucode, user_prog, user_prog_end - user_prog);
+	UPTE(UCODE) = __pa(ucode) | PTE_RO;
+	UPTE(USTACK_TOP - PAGE_SIZE) = __pa(ustack) | PTE_RW;
+	UPTE(ORIG_VA) = __pa(orig) | PTE_RO;
+	UPTE(COW_VA) = __pa(orig) | PTE_RO;
+	UPTE(COW_VA + PAGE_SIZE) = __pa(orig) | PTE_RO;
+}
+
+/* int $0x80 lands here through a DPL 3 trap gate: a direct trap, which on
+ * hardware KVM never leaves the virtual machine. */
+static void sys_call(struct trapframe *tf)
+{
+	if (tf->eax == SYS_NOT) {
+		tf->eax = ~tf->ebx ^ (BREAK == 1);
+		answered++;
+	} else if (tf->eax == SYS_LAP) {
+		mark(++laps_done);
+	} else if (tf->eax == SYS_EXIT) {
+		unsigned want = MODE == M_SYSCALL ? answered : cow_faults;
+		if (want != (unsigned)N * LAPS || laps_done != LAPS) {
+			printk("%u laps, %u system calls answered, %u copy-on-write faults\n",
+			       laps_done, answered, cow_faults);
+			lguest_crash("the user program did not do all its work");
+		}
+		lguest_crash("Power down");
+	} else {
+		printk("bad system call %u, %u (op %u)\n", tf->eax, tf->ebx, tf->esi);
+		lguest_crash(tf->eax == SYS_BAD && tf->ebx < 5 ? bad_why[tf->ebx] : "bad system call");
+	}
+}
+
+#endif
+
+#if MODE == M_COW
+static u32 cow_frames[COW_FRAMES][1024] __attribute__((aligned(PAGE_SIZE)));
+static unsigned next_frame;
+
+/* A page, a word at a time (the runtime's memcpy goes a byte at a time). */
+static void copy_page(void *to, const void *from)
+{
+	unsigned long n = PAGE_SIZE / 4;
+
+	__asm__ __volatile__("rep movsl" : "+D"(to), "+S"(from), "+c"(n) : : "memory");
+}
+
+/*M:952 Copy-on-write, as a Guest kernel does it.  The user stored to a page
+ * whose PTE is read-only; the Host found the Guest's own PTE forbids the
+ * write and reflected the fault here, with cr2 in lguest_data.  We copy the
+ * page the PTE maps into a fresh frame, point the PTE at the copy, writable,
+ * and tell the Host with SET_PTE, as set_pte_at() did: the iret retries the
+ * store, and it sticks.  The other page goes back to the original, read-only,
+ * with a second SET_PTE, so the user's next store (there) faults again. :*/
+static void cow_fault(struct trapframe *tf)
+{
+	unsigned long va = lguest_data.cr2 & ~(PAGE_SIZE - 1);
+	u32 *frame = cow_frames[next_frame++ % COW_FRAMES];
+
+	if ((tf->errcode & 6) != 6 || va - COW_VA > PAGE_SIZE || tf->cs != USER_CS) {
+		printk("page fault at %x, error %x, eip %x\n", (unsigned)lguest_data.cr2,
+		       tf->errcode, tf->eip);
+		lguest_crash("unexpected page fault");
+	}
+	if (BREAK != 2)
+		copy_page(frame, __va(UPTE(va) & ~(PAGE_SIZE - 1)));
+	UPTE(va) = __pa(frame) | PTE_RW;
+	hcall(LHCALL_SET_PTE, __pa(pgd_a), va, UPTE(va));
+	UPTE(va ^ PAGE_SIZE) = __pa(orig) | PTE_RO;
+	hcall(LHCALL_SET_PTE, __pa(pgd_a), va ^ PAGE_SIZE, UPTE(va ^ PAGE_SIZE));
+	cow_faults++;
+}
+#endif
+
+/*M:953 The user program.  %ebp counts laps, %esi ops.  syscall asks for ~op
+ * and checks the answer.  cow stores to the two pages in turn, at a word that
+ * moves with the op, then checks three things: the store reads back; the
+ * original page does not have it; and the word stored by the op that last
+ * had the same frame (COW_FRAMES ops back in a lap) is the original's again,
+ * so the frame really was filled with a fresh copy. :*/
+#if MODE == M_SYSCALL
+#define USER_OP								\
+	"1:	movl	$" XSTR(SYS_NOT) ", %eax\n"				\
+	"	movl	%esi, %ebx\n"						\
+	"	int	$0x80\n"						\
+	"	notl	%eax\n"							\
+	"	movl	$1, %ebx\n"						\
+	"	cmpl	%esi, %eax\n"						\
+	"	jne	9f\n"
+#else
+#define USER_OP								\
+	"1:	movl	%esi, %ebx\n"						\
+	"	andl	$1, %ebx\n"						\
+	"	shll	$12, %ebx\n"						\
+	"	addl	$" XSTR(COW_VA) ", %ebx\n"				\
+	"	movl	%esi, %ecx\n"						\
+	"	andl	$1023, %ecx\n"						\
+	"	movl	%esi, %eax\n"						\
+	"	orl	$0x80000000, %eax\n"					\
+	"	movl	%eax, (%ebx,%ecx,4)\n"					\
+	"	movl	%ebx, %edi\n"						\
+	"	movl	$2, %ebx\n"						\
+	"	cmpl	%eax, (%edi,%ecx,4)\n"					\
+	"	jne	9f\n"							\
+	"	movl	$3, %ebx\n"						\
+	"	cmpl	%eax, " XSTR(ORIG_VA) "(,%ecx,4)\n"			\
+	"	je	9f\n"							\
+	"	addl	$" XSTR(COW_FRAMES) ", %ecx\n"				\
+	"	andl	$1023, %ecx\n"						\
+	"	movl	(%edi,%ecx,4), %edx\n"					\
+	"	movl	$4, %ebx\n"						\
+	"	cmpl	" XSTR(ORIG_VA) "(,%ecx,4), %edx\n"			\
+	"	jne	9f\n"
+#endif
+#if USER_MODE
+__asm__(".pushsection .rodata\n"
+	".globl	user_prog, user_prog_end\n"
+	"user_prog:\n"
+	"	movl	$" XSTR(LAPS) ", %ebp\n"
+	"2:	movl	$" XSTR(N) ", %esi\n"
+	USER_OP
+	"	decl	%esi\n"
+	"	jnz	1b\n"
+	"	movl	$" XSTR(SYS_LAP) ", %eax\n"
+	"	int	$0x80\n"
+	"	decl	%ebp\n"
+	"	jnz	2b\n"
+	"	movl	$" XSTR(SYS_EXIT) ", %eax\n"
+	"	int	$0x80\n"
+	"9:	movl	$" XSTR(SYS_BAD) ", %eax\n"
+	"	int	$0x80\n"
+	"	ud2\n"
+	"user_prog_end:\n"
+	".popsection");
+#endif
 
 static void one_op(unsigned i)
 {
@@ -152,10 +339,23 @@ int main(void)
 #if MODE == M_PTE || MODE == M_CTXSW
 	own_page_tables();
 #endif
+#if USER_MODE
+	user_pages();
+	own_page_tables();
+	hcall(LHCALL_FLUSH_TLB, 1, 0, 0);	/* the Launcher's kernel mappings let the user in */
+	user_mode_setup();
+	install_trap(0x80, sys_call, GATE_TRAP, 3);
+#if MODE == M_COW
+	install_trap(14, cow_fault, GATE_INTERRUPT, 0);
+#endif
+#endif
 	out_dma.addr[0] = __pa(page);
 	out_dma.len[0] = PAGE_SIZE;
 	out_dma.len[1] = 0;
 	mark(0);
+#if USER_MODE
+	enter_user(UCODE, USTACK_TOP);		/* the laps run there */
+#endif
 	for (unsigned lap = 1; lap <= LAPS; lap++) {
 		for (unsigned i = 0; i < N; i++)
 			one_op(i);
