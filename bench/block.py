@@ -46,10 +46,12 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lguest_bench import devices            # noqa: E402
+
 MIB = 1 << 20
 PAGE = 4096
 REQ_BYTES = 16 * PAGE
-MAGIC = 0x6C67424B                          # "lgBK": page i of the file starts with i ^ MAGIC
+MAGIC = devices.RMAGIC                      # "lgBK": page i of the file starts with i ^ MAGIC
 TIMEOUT = 600
 
 GUEST_SRC = r"""
@@ -144,14 +146,9 @@ def guest_image():
 
 
 def make_disk(path, size):
-    """The disk file: page i starts with i ^ MAGIC, the rest of it filler."""
-    page = bytearray(b"\xa5" * PAGE)
-    with open(path, "wb") as f:
-        for i in range(size // PAGE):
-            struct.pack_into("<I", page, 0, i ^ MAGIC)
-            f.write(page)
-        f.flush()
-        os.fsync(f.fileno())
+    """The disk file: page i starts with i ^ MAGIC, the rest of it filler (lguest-bench's
+    block-read disk, lguest_bench/devices.py)."""
+    devices.make_disk(path, size // PAGE)
 
 
 # --- running the Launcher -------------------------------------------------------------------------

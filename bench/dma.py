@@ -32,9 +32,7 @@ import pathlib
 import platform
 import statistics
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -48,6 +46,7 @@ from lguest_kvm.kvm import kvm_kind                        # noqa: E402
 import guestrun                                            # noqa: E402
 import dmapeer                                             # noqa: E402
 from hypercall import build_driver, run_driver, cpu_model  # noqa: E402
+from lguest_bench.devices import Peers                     # noqa: E402
 
 DMAPEER = ROOT / "tests" / "dmapeer.py"
 PAGES16 = ("SECTIONS=16", "SECLEN=4096")
@@ -116,45 +115,15 @@ def guest_to_launcher(count, defines, label):
 
 # M:620 Guest to Guest.  Two Launcher processes, started as tests/test_dma_streams.py starts them:
 # the receiving end first, and the sending end once the receiver has said "ready" (bound its
-# buffers).  They share a page of a file (the key) and a directory of Guest ids (the registry).  The
+# buffers).  They share a page of a file (the key) and a directory of Guest ids (the registry):
+# lguest_bench/devices.py's Peers, which lguest-bench's own Guest-to-Guest benchmarks use too.  The
 # time is the Guest's own, as its Launcher saw it: from its "start" line to its report.
 # :*
-class Peers:
-    def __init__(self):
-        self.tmp = tempfile.TemporaryDirectory(prefix="lguest-dma-bench-")
-        self.share = pathlib.Path(self.tmp.name) / "sharenet"
-        self.share.write_bytes(bytes(4096))
-        self.env = dict(os.environ, LGUEST_KVM_IDDIR=str(pathlib.Path(self.tmp.name) / "ids"))
-
-    def run(self, first, second, n, ms, defines=()):
-        """Run `first` until it is ready, then `second`; both JSON streams, by role."""
-        procs = []
-        try:
-            for role in (first, second):
-                img = dmapeer.build_image(role, defines)
-                p = subprocess.Popen([sys.executable, str(DMAPEER), role, str(self.share), str(n),
-                                      str(ms), "--image", str(img)], stdout=subprocess.PIPE,
-                                     text=True, env=self.env)
-                procs.append(p)
-                if role == first:
-                    for line in p.stdout:
-                        if json.loads(line)["event"] == "ready":
-                            break
-                    else:
-                        raise RuntimeError("%s never got ready" % role)
-            out = {}
-            for role, p in zip((first, second), procs):
-                rest, _ = p.communicate(timeout=TIMEOUT)
-                out[role] = {ev["event"]: ev for ev in map(json.loads, rest.splitlines())}
-            return out
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-
-    def close(self):
-        self.tmp.cleanup()
+def run_peers(peers, first, second, n, ms, defines=()):
+    """tests/dmapeer.py as both ends: `first` until it is ready, then `second`; events by role."""
+    cmds = [[sys.executable, str(DMAPEER), role, str(peers.share), str(n), str(ms),
+             "--image", str(dmapeer.build_image(role, defines))] for role in (first, second)]
+    return dict(zip((first, second), peers.run(*cmds, timeout=TIMEOUT)))
 
 
 def check_exit(events, role):
@@ -164,7 +133,7 @@ def check_exit(events, role):
 
 
 def ping_pong(peers, trips):
-    out = peers.run("pong", "ping", trips, 10000, ("NRX=4",))     # one message at a time
+    out = run_peers(peers, "pong", "ping", trips, 10000, ("NRX=4",))   # one message at a time
     for role in ("ping", "pong"):
         check_exit(out[role], role)
         done = out[role]["done"]
@@ -176,7 +145,7 @@ def ping_pong(peers, trips):
 
 
 def stream(peers, n, defines, label):
-    out = peers.run("recv", "send", n, 10000, defines)
+    out = run_peers(peers, "recv", "send", n, 10000, defines)
     check_exit(out["send"], "send")
     check_exit(out["recv"], "recv")
     sent, got = out["send"]["send"], out["recv"]["recv"]
@@ -229,7 +198,7 @@ def main(argv=None):
     raw_before = raw_exit_us(2000, 5)
     rows = [guest_to_launcher(args.launcher_dmas, PAGES16, "Guest->Launcher, 16 x 4 KiB per DMA"),
             guest_to_launcher(args.launcher_dmas, (), "Guest->Launcher, 16 B per DMA")]
-    peers = Peers()
+    peers = Peers(prefix="lguest-dma-bench-")
     try:
         rows.append(ping_pong(peers, args.trips))
         rows.append(stream(peers, args.g2g_dmas, PAGES16,

@@ -5,9 +5,17 @@
  *   baselines cow N             copy-on-write faults: stores to a file's pages mapped MAP_PRIVATE
  *   baselines memlin MB LAPS    one store per 64-byte line through MB of memory, LAPS times
  *   baselines memrand MB LAPS   the same number of stores at pseudo-random lines
+ *   baselines kick N            another thread signals a vCPU thread out of KVM_RUN (the path of
+ *                               LHREQ_BREAK and of every kick): median from signal to EINTR
+ *   baselines timer N DELAY_NS  a POSIX timer waking a thread in sigtimedwait() (how the Host
+ *                               sleeps through HALT): median lateness, then its 99th percentile
  * Each prints one number: nanoseconds per operation (per lap for memlin/memrand). */
+#define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +83,8 @@ static int cow(long n)
 	return 0;
 }
 
-static int kvm_exit(long n)
+/* A vCPU in real mode at 0x1000 running `code`: the smallest VM there is. */
+static int real_mode_vm(const unsigned char *code, size_t len, int *vcpu_out, struct kvm_run **run_out)
 {
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm < 0)
@@ -84,8 +93,7 @@ static int kvm_exit(long n)
 	if (vm < 0)
 		return die("KVM_CREATE_VM");
 	unsigned char *mem = mmap(NULL, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	const unsigned char code[] = { 0xe6, 0x10, 0xeb, 0xfc };	/* 1: out %al,$0x10; jmp 1b */
-	memcpy(mem, code, sizeof(code));
+	memcpy(mem, code, len);
 	struct kvm_userspace_memory_region r = { .slot = 0, .guest_phys_addr = 0x1000,
 		.memory_size = 0x1000, .userspace_addr = (unsigned long)mem };
 	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
@@ -102,6 +110,18 @@ static int kvm_exit(long n)
 	ioctl(vcpu, KVM_SET_SREGS, &sregs);
 	struct kvm_regs regs = { .rip = 0x1000, .rflags = 2 };
 	ioctl(vcpu, KVM_SET_REGS, &regs);
+	*vcpu_out = vcpu;
+	*run_out = run;
+	return 0;
+}
+
+static int kvm_exit(long n)
+{
+	const unsigned char code[] = { 0xe6, 0x10, 0xeb, 0xfc };	/* 1: out %al,$0x10; jmp 1b */
+	int vcpu;
+	struct kvm_run *run;
+	if (real_mode_vm(code, sizeof(code), &vcpu, &run))
+		return 1;
 	for (int warm = 0; warm < 100; warm++)
 		ioctl(vcpu, KVM_RUN, 0);
 	double t = now_ns();
@@ -113,6 +133,100 @@ static int kvm_exit(long n)
 	return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The kick: the vCPU spins in real mode (`jmp .`); the other thread waits a moment so that it is
+ * back in the Guest, notes the time and signals it; the vCPU thread notes when KVM_RUN came back
+ * with EINTR.  This is what LHREQ_BREAK, a timer or another Guest's DMA costs before any of the
+ * Host's own work. */
+static volatile double kick_sent;
+static volatile long kick_done;
+static pthread_t vcpu_thread;
+
+static void on_kick(int sig)
+{
+	(void)sig;
+}
+
+static void *kicker(void *arg)
+{
+	long n = *(long *)arg;
+	for (long i = 0; i < n; i++) {
+		while (kick_done != i)
+			;
+		usleep(200);
+		kick_sent = now_ns();
+		pthread_kill(vcpu_thread, SIGUSR1);
+		while (kick_done == i)
+			;
+	}
+	return NULL;
+}
+
+static int kvm_kick(long n)
+{
+	const unsigned char spin[] = { 0xeb, 0xfe };			/* 1: jmp 1b */
+	int vcpu;
+	struct kvm_run *run;
+	if (n < 1 || real_mode_vm(spin, sizeof(spin), &vcpu, &run))
+		return 1;
+	struct sigaction sa = { .sa_handler = on_kick };
+	sigaction(SIGUSR1, &sa, NULL);
+	double *lat = calloc(n, sizeof(double));
+	pthread_t t;
+	vcpu_thread = pthread_self();
+	pthread_create(&t, NULL, kicker, &n);
+	for (long i = 0; i < n;) {
+		if (ioctl(vcpu, KVM_RUN, 0) < 0) {
+			if (errno != EINTR)
+				return die("KVM_RUN");
+			lat[i] = now_ns() - kick_sent;
+			kick_done = ++i;
+		}
+	}
+	pthread_join(t, NULL);
+	qsort(lat, n, sizeof(double), cmp_double);
+	printf("%.1f\n", lat[n / 2]);
+	return 0;
+}
+
+/* The timer: a POSIX timer at an absolute CLOCK_MONOTONIC deadline signalling this very thread,
+ * which waits in sigtimedwait() in 50 ms slices, as the Host's HALT does. */
+static int timer_late(long n, long delay_ns)
+{
+	if (n < 1)
+		return 1;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN };
+	ev._sigev_un._tid = syscall(SYS_gettid);
+	timer_t tm;
+	if (timer_create(CLOCK_MONOTONIC, &ev, &tm) < 0)
+		return die("timer_create");
+	double *late = calloc(n, sizeof(double));
+	for (long i = 0; i < n; i++) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long deadline = now.tv_sec * 1000000000LL + now.tv_nsec + delay_ns;
+		struct itimerspec its = { .it_value = { deadline / 1000000000LL, deadline % 1000000000LL } };
+		if (timer_settime(tm, TIMER_ABSTIME, &its, NULL) < 0)
+			return die("timer_settime");
+		struct timespec slice = { 0, 50000000 };
+		while (sigtimedwait(&set, NULL, &slice) < 0)
+			;
+		late[i] = now_ns() - (double)deadline;
+	}
+	qsort(late, n, sizeof(double), cmp_double);
+	printf("%.1f %.1f\n", late[n / 2], late[(n * 99) / 100]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -120,6 +234,10 @@ int main(int argc, char **argv)
 	long n = atol(argv[2]);
 	if (!strcmp(argv[1], "exit"))
 		return kvm_exit(n);
+	if (!strcmp(argv[1], "kick"))
+		return kvm_kick(n);
+	if (!strcmp(argv[1], "timer"))
+		return timer_late(n, argc > 3 ? atol(argv[3]) : 1000000);
 	if (!strcmp(argv[1], "syscall")) {
 		double t = now_ns();
 		for (long i = 0; i < n; i++)

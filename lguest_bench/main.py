@@ -14,6 +14,7 @@ the ratio to its baseline measured in the same run.
 # starting the `lguest` command to its first line of Guest output, and has no baseline.
 # :*
 import argparse
+import errno
 import hashlib
 import json
 import mmap
@@ -24,16 +25,20 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import lguest_kvm
 from lguest_kvm import abi
+from lguest_bench import devices, qemu
 from launcher import loader
 from launcher.guest.build import build_guest, cache_dir
 
 HERE = pathlib.Path(__file__).resolve().parent
 MARK_KEY, DMA_KEY = 0x2000, 0x3000
 IRQ_PLEASE = 0x1000                 # a marker tag: the Guest asks for IRQ 1 (irq-latency)
+IRQ_SEEN = 0x1001                   # a marker tag: IRQ 1's handler runs
+TIMER_DELAY_NS = 1_000_000          # timer-accuracy: each clock event 1 ms ahead
 MB = 1 << 20
 
 # name: (MODE, N full, N quick, laps full, laps quick, baseline, what one op is)
@@ -46,7 +51,9 @@ GUEST_BENCHES = {
     "context-switch": (6, 1000, 150, 7, 5, "exit", "LHCALL_NEW_PGTABLE between two directories"),
     "timer": (7, 300, 50, 7, 5, "exit", "SET_CLOCKEVENT 1 us, HALT until IRQ 0"),
     "dma-out": (8, 1000, 150, 7, 5, "exit", "SEND_DMA of 4 KiB the Launcher copies out"),
-    "irq-latency": (11, 1000, 150, 7, 5, "exit", "a marker DMA, LHREQ_IRQ, delivery to the handler"),
+    "irq-latency": (11, 200, 40, 3, 3, "kick", "another thread's LHREQ_BREAK to IRQ 1's handler"),
+    "timer-accuracy": (14, 1, 1, 201, 41, "timer", "how late HALT wakes for a clock event 1 ms ahead"),
+    "demand-fault": (15, 1600, 320, 7, 5, "exit", "a read the Host maps from the Guest's tables"),
     "syscall": (12, 3000, 500, 7, 5, "syscall", "int $0x80 from user mode to a DPL 3 trap gate, iret back"),
     "cow": (13, 200, 30, 7, 5, "cow", "a user store to a read-only page: #PF, copy, two SET_PTEs"),
     "memburn-linear": (9, 1, 1, 3, 2, "memlin", "a store per 64-byte line through 64 MiB"),
@@ -84,43 +91,87 @@ def backends(kind):
 
 
 # M:920 Running a benchmark Guest: laid out as the Launcher lays out any kernel, initialized, and
-# read() in a loop.  A marker DMA records the time (or, for irq-latency, asks for IRQ 1, which the
-# next read() delivers); a 4 KiB DMA for dma-out is copied out through a memoryview, as a device
-# would, and acknowledged.
+# read() in a loop.  A marker DMA records the time; a 4 KiB DMA for dma-out is copied out through
+# a memoryview, as a device would, and acknowledged.  irq-latency takes the way input takes in the
+# Launcher: when the Guest asks (a marker), a second thread, the Waker's stand-in, notes the time
+# and writes LHREQ_BREAK, which kicks the vCPU out of the Guest; read() returns EAGAIN, we write
+# LHREQ_IRQ and BREAK 0, and the next read() delivers IRQ 1, whose handler sends a marker.
 # :*
 def run_guest(image, paging, mem_mb=4):
+    """Run a benchmark Guest to its end: (marker times, irq-latency samples)."""
     size = mem_mb * MB
     mem = mmap.mmap(-1, size + 2 * 4096)
     page_offset, start = loader.load_elf(mem, pathlib.Path(image).read_bytes())
     pgdir = loader.setup_pagetables(mem, size, 0, page_offset)
     loader.setup_boot_params(mem, size, b"")
-    marks, sink = [], bytearray(4096)
+    marks, sink, latencies, waker = [], bytearray(4096), [], None
     with lguest_kvm.open(mem, paging=paging) as lg:
         lg.write(struct.pack("<5I", abi.LHREQ_INITIALIZE, size // 4096 + 1, pgdir, start, page_offset))
-        while True:
-            try:
-                dma, key = struct.unpack("<II", lg.read(8))
-            except OSError as e:
-                if e.errno == 2:
-                    why = lg.read(1024).split(b"\0")[0].decode("latin-1")
-                    break
-                raise
-            if key == MARK_KEY:
-                if abi.lguest_dma.from_buffer_copy(mem, dma).addr[0] == IRQ_PLEASE:
-                    lg.write(struct.pack("<II", abi.LHREQ_IRQ, 1))
-                else:
-                    marks.append(time.perf_counter())
-                continue
-            d = abi.lguest_dma.from_buffer_copy(mem, dma)
-            n = d.len[0] if key == DMA_KEY else 0
-            if n:
-                with memoryview(mem) as mv:
-                    sink[:n] = mv[d.addr[0]:d.addr[0] + n]
-            struct.pack_into("<I", mem, dma + abi.lguest_dma.used_len.offset, n)
+        try:
+            while True:
+                try:
+                    dma, key = struct.unpack("<II", lg.read(8))
+                except OSError as e:
+                    if e.errno == errno.EAGAIN:         # the Waker's BREAK: raise the IRQ, release it
+                        lg.write(struct.pack("<II", abi.LHREQ_IRQ, 1))
+                        lg.write(struct.pack("<II", abi.LHREQ_BREAK, 0))
+                        continue
+                    if e.errno == errno.ENOENT:
+                        why = lg.read(1024).split(b"\0")[0].decode("latin-1")
+                        break
+                    raise
+                if key == MARK_KEY:
+                    tag = abi.lguest_dma.from_buffer_copy(mem, dma).addr[0]
+                    if tag == IRQ_PLEASE:
+                        if waker is None:
+                            waker = Waker(lg)
+                        waker.please()
+                    elif tag == IRQ_SEEN:
+                        latencies.append(time.perf_counter() - waker.sent)
+                    else:
+                        marks.append(time.perf_counter())
+                    continue
+                d = abi.lguest_dma.from_buffer_copy(mem, dma)
+                n = d.len[0] if key == DMA_KEY else 0
+                if n:
+                    with memoryview(mem) as mv:
+                        sink[:n] = mv[d.addr[0]:d.addr[0] + n]
+                struct.pack_into("<I", mem, dma + abi.lguest_dma.used_len.offset, n)
+        finally:
+            if waker is not None:
+                waker.stop()
     mem.close()
     if why != "CRASH: Power down":
         raise RuntimeError(f"the benchmark Guest died: {why}")
-    return marks
+    return marks, latencies
+
+
+class Waker:
+    """A thread that, when asked, waits 200 us (the Guest is back in its loop), notes the time
+    and writes LHREQ_BREAK 1, which returns once the Launcher thread wrote BREAK 0."""
+
+    def __init__(self, lg):
+        self.lg, self.sent, self.stopping = lg, 0.0, False
+        self.go = threading.Semaphore(0)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def please(self):
+        self.go.release()
+
+    def run(self):
+        while True:
+            self.go.acquire()
+            if self.stopping:
+                return
+            time.sleep(0.0002)
+            self.sent = time.perf_counter()
+            self.lg.write(struct.pack("<II", abi.LHREQ_BREAK, 1))
+
+    def stop(self):
+        self.stopping = True
+        self.go.release()
+        self.thread.join()
 
 
 def guest_bench(name, paging, quick):
@@ -128,11 +179,18 @@ def guest_bench(name, paging, quick):
     n, laps = (n_quick, laps_quick) if quick else (n_full, laps_full)
     mem_mb = MEMBURN_MB[quick]
     image = build_guest([HERE / "guests" / "bench.c"],
-                        cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}"))
-    marks = run_guest(image, paging, mem_mb=mem_mb + 24 if mode >= 9 else 16)
+                        cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}",
+                                f"-DDELAY_NS={TIMER_DELAY_NS}"))
+    marks, latencies = run_guest(image, paging, mem_mb=mem_mb + 24 if mode in (9, 10) else 16)
+    if name == "irq-latency":
+        if len(latencies) != n * laps:
+            raise RuntimeError(f"irq-latency: {len(latencies)} interrupts seen, not {n * laps}")
+        return latencies[n:]                        # the first lap warms up
     samples = [(b - a) / n for a, b in zip(marks, marks[1:])]
     if len(samples) > 2:
         samples = samples[1:]                       # the first lap warms caches and shadows
+    if name == "timer-accuracy":
+        samples = [s - TIMER_DELAY_NS * 1e-9 for s in samples]
     return samples
 
 
@@ -143,26 +201,31 @@ def baselines_binary():
     src = HERE / "baselines.c"
     cc = shutil.which("gcc") or "gcc"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(src.read_bytes() + version.encode()).hexdigest()[:16]
+    flags = ["-O2", "-pthread"]
+    key = hashlib.sha256(src.read_bytes() + version.encode() + " ".join(flags).encode()).hexdigest()[:16]
     out = cache_dir() / "bench" / f"baselines-{key}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp%d" % os.getpid())
-        subprocess.run([cc, "-O2", "-o", str(tmp), str(src)], check=True)
+        subprocess.run([cc, *flags, "-o", str(tmp), str(src)], check=True)
         tmp.rename(out)
     return out
 
 
 def baseline(binary, what, quick):
+    """(seconds per op, the other figures the program printed: for timer, its p99), median of 3."""
     args = {"exit": ["exit", "2000" if quick else "20000"],
+            "kick": ["kick", "100" if quick else "500"],
+            "timer": ["timer", "100" if quick else "500", str(TIMER_DELAY_NS)],
             "pagefault": ["pagefault", "2000" if quick else "20000"],
             "syscall": ["syscall", "100000"],
             "cow": ["cow", "2000" if quick else "20000"],
             "memlin": ["memlin", str(MEMBURN_MB[quick]), "3"],
             "memrand": ["memrand", str(MEMBURN_MB[quick]), "3"]}[what]
-    runs = [float(subprocess.run([str(binary), *args], capture_output=True, text=True,
-                                 check=True).stdout) * 1e-9 for _ in range(3)]
-    return statistics.median(runs)
+    runs = [[float(x) * 1e-9 for x in subprocess.run([str(binary), *args], capture_output=True,
+                                                     text=True, check=True).stdout.split()]
+            for _ in range(3)]
+    return statistics.median(r[0] for r in runs), [statistics.median(col) for col in zip(*runs)][1:]
 
 
 def boot_bench(quick):
@@ -184,8 +247,8 @@ def boot_bench(quick):
 
 def summarize(samples):
     s = sorted(samples)
-    q = statistics.quantiles(s, n=10, method="inclusive") if len(s) > 1 else [s[0]] * 9
-    return {"median": statistics.median(s), "p10": q[0], "p90": q[-1], "runs": len(s)}
+    q = statistics.quantiles(s, n=100, method="inclusive") if len(s) > 1 else [s[0]] * 99
+    return {"median": statistics.median(s), "p10": q[9], "p90": q[89], "p99": q[98], "runs": len(s)}
 
 
 # M:940 The output: a table for people, JSON for programs, and an SVG bar chart of the ratios
@@ -231,14 +294,88 @@ def svg(results, kind):
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
+BASELINE_NAMES = {"exit": "a bare KVM exit (C)", "kick": "a signal out of KVM_RUN (C)",
+                  "timer": "a POSIX timer's lateness (C)", "pagefault": "a host page fault (C)",
+                  "syscall": "the host's own system call (C)", "cow": "a host copy-on-write fault (C)",
+                  "memlin": "the host's own stores (C)", "memrand": "the host's own stores (C)",
+                  "preadv": "the host's os.preadv, same requests", "pwritev": "the host's os.pwritev, "
+                  "same requests"}
+# lguest-bench row -> the QEMU benchmark that runs the same mechanism without lguest's ABI.
+QEMU_COUNTERPARTS = {"pio": "qemu-pio", "syscall": "qemu-syscall", "pagefault": "qemu-pagefault",
+                     "memburn-linear": "qemu-memburn"}
+
+
+def run_one(name, paging, quick, binary, base_cache):
+    """One row of the table."""
+    own_base, extra = None, {}
+    if name == "boot":
+        samples, base_name, what = boot_bench(quick), "-", "lguest 64 to first line"
+    elif name in devices.DEVICE_BENCHES:
+        samples, own_base, extra = devices.device_bench(name, paging, quick)
+        what, base_name = devices.DEVICE_BENCHES[name]
+        if base_name == "self":
+            base_name = "pwritev" if name == "block-write" else "preadv"
+    else:
+        samples = guest_bench(name, paging, quick)
+        base_name, what = GUEST_BENCHES[name][5], GUEST_BENCHES[name][6]
+    base = base_more = None
+    if own_base is not None:
+        base = own_base
+    elif base_name != "-":
+        if base_name not in base_cache:
+            base_cache[base_name] = baseline(binary, base_name, quick)
+        base, base_more = base_cache[base_name]
+    row = {"name": name, "paging": paging, **summarize(samples), "baseline": base,
+           "baseline_name": BASELINE_NAMES.get(base_name, "none"), "what": what, **extra}
+    if name == "timer-accuracy" and base_more:
+        row["baseline_p99"] = base_more[0]
+    row["ratio"] = row["median"] / base if base else None
+    return row
+
+
+def qemu_rows(results, quick, progress):
+    """The QEMU baselines of the rows that have one: (rows, None) or ([], why not)."""
+    wanted = [(q, n) for n, q in QEMU_COUNTERPARTS.items() if any(r["name"] == n for r in results)]
+    if not wanted:
+        return [], None
+    progress("QEMU")
+    why = qemu.qemu_unavailable_reason()
+    if why:
+        return [], why
+    rows = []
+    for qname, counterpart in wanted:
+        progress(qname)
+        row = {"name": qname, "counterpart": counterpart, "what": qemu.QEMU_BENCHES[qname]}
+        try:
+            row.update(summarize(qemu.qemu_bench(qname, quick)))
+        except qemu.QemuError as e:
+            row["not_run"] = str(e)
+        rows.append(row)
+    return rows, None
+
+
+def qemu_table(rows, results):
+    lines = ["QEMU (qemu-system-i386 -accel kvm) on the same KVM, the same mechanism without lguest:",
+             f"{'benchmark':18} {'median':>11} {'runs':>5}  {'lguest':>11} {'paging':7} {'lguest/QEMU':>11}"]
+    for q in rows:
+        if "not_run" in q:
+            lines.append(f"{q['name']:18} not run: {q['not_run']}")
+            continue
+        for r in (r for r in results if r["name"] == q["counterpart"]):
+            lines.append(f"{q['name']:18} {fmt_time(q['median']):>11} {q['runs']:>5}  "
+                         f"{fmt_time(r['median']):>11} {r['paging']:7} {r['median'] / q['median']:>10.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="lguest-bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer and shorter laps (under a minute)")
     ap.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    ap.add_argument("--no-qemu", action="store_true", help="skip the QEMU baselines")
     ap.add_argument("--json", help="write the results as JSON to this file")
     ap.add_argument("--svg", help="draw the ratios as an SVG bar chart in this file")
     args = ap.parse_args(argv)
-    names = list(GUEST_BENCHES) + ["boot"]
+    names = list(GUEST_BENCHES) + list(devices.DEVICE_BENCHES) + ["boot"]
     if args.only:
         wanted = args.only.split(",")
         unknown = [w for w in wanted if w not in names]
@@ -255,35 +392,30 @@ def main(argv=None):
     jobs += [("boot", "default")] if "boot" in names else []
     results, base_cache = [], {}
     t_start = time.monotonic()
-    for i, (name, paging) in enumerate(jobs, 1):
-        sys.stderr.write(f"\r\x1b[Klguest-bench: [{i}/{len(jobs)}] {name} ({paging})...")
+
+    def progress(what):
+        sys.stderr.write(f"\r\x1b[Klguest-bench: {what}...")
         sys.stderr.flush()
-        if name == "boot":
-            samples, base_name = boot_bench(args.quick), "-"
-        else:
-            samples = guest_bench(name, paging, args.quick)
-            base_name = GUEST_BENCHES[name][5]
-        base = None
-        if base_name != "-":
-            if base_name not in base_cache:
-                base_cache[base_name] = baseline(binary, base_name, args.quick)
-            base = base_cache[base_name]
-        row = {"name": name, "paging": paging, **summarize(samples), "baseline": base,
-               "baseline_name": {"exit": "a bare KVM exit (C)", "pagefault": "a host page fault (C)",
-                                 "syscall": "the host's own system call (C)",
-                                 "cow": "a host copy-on-write fault (C)",
-                                 "memlin": "the host's own stores (C)",
-                                 "memrand": "the host's own stores (C)"}.get(base_name, "none"),
-               "what": GUEST_BENCHES[name][6] if name in GUEST_BENCHES else "lguest 64 to first line"}
-        row["ratio"] = row["median"] / base if base else None
-        results.append(row)
+    for i, (name, paging) in enumerate(jobs, 1):
+        progress(f"[{i}/{len(jobs)}] {name} ({paging})")
+        results.append(run_one(name, paging, args.quick, binary, base_cache))
+    qrows, qwhy = ([], "--no-qemu") if args.no_qemu else qemu_rows(results, args.quick, progress)
     sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
     print(table(results, kind))
-    print("QEMU baselines: not run (not implemented yet)")
+    for r in results:
+        if r["name"] == "timer-accuracy":
+            print(f"timer-accuracy ({r['paging']}): woke {fmt_time(r['median'])} late (median), "
+                  f"{fmt_time(r['p99'])} (p99) for a clock event {TIMER_DELAY_NS // 1000} us ahead; "
+                  + (f"a bare POSIX timer here: {fmt_time(r['baseline'])} and {fmt_time(r['baseline_p99'])}"
+                     if r.get("baseline_p99") else "no baseline"))
+    if qrows:
+        print(qemu_table(qrows, results))
+    elif qwhy:
+        print(f"QEMU baselines: not run: {qwhy}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"kind": kind, "note": kind_note(kind), "quick": args.quick,
-             "results": results}, indent=2) + "\n")
+             "results": results, "qemu": qrows, "qemu_not_run": qwhy}, indent=2) + "\n")
     if args.svg:
         pathlib.Path(args.svg).write_text(svg(results, kind))
     return 0

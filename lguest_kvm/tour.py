@@ -1,4 +1,4 @@
-# M:980 Last, a look behind the scenery. The tour you have been reading isn't
+# M:997 Last, a look behind the scenery. The tour you have been reading isn't
 # written anywhere as a single document: it lives in the comments of the
 # code it describes, and this small module collects it. Any comment line
 # that starts with a part letter, a colon and a three-digit number opens a
@@ -33,11 +33,11 @@ PART_NAMES = {
     "P": "Preparation", "G": "Guest", "D": "Drivers", "L": "Launcher",
     "H": "Host", "S": "Switcher", "M": "Mastery",
 }
-SOURCE_DIRS = ("lguest_kvm", "launcher", "tests/guests")
+SOURCE_DIRS = ("lguest_kvm", "launcher", "lguest_bench", "tests/guests")
 REQUIRED_DIRS = ("lguest_kvm", "launcher")
 C_SUFFIXES = (".c", ".h", ".S")
 
-# M:981 Here are the four patterns the whole tour hangs on. The Python
+# M:998 Here are the four patterns the whole tour hangs on. The Python
 # opener may be indented (a chunk can start inside a class or a function);
 # how deep it sits matters later, when the printer tells prose from code.
 _PY_OPEN = re.compile(r"^(\s*)#\s*([PGDLHSM]):(\d{3})(?!\d)\s?(.*)$")
@@ -156,7 +156,7 @@ def _render_c(chunk: Chunk) -> list[str]:
     return _finish(rows)
 
 
-# M:982 Reading one file is a tiny state machine: outside a chunk we look
+# M:999 Reading one file is a tiny state machine: outside a chunk we look
 # for an opener, inside one we collect lines until the closer. Problems are
 # noted as we go rather than raised, so one slip doesn't hide the rest of
 # the tour.

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import lguest_kvm
-from lguest_bench.main import GUEST_BENCHES, backends
+from lguest_bench.devices import DEVICE_BENCHES
+from lguest_bench.main import GUEST_BENCHES, QEMU_COUNTERPARTS, backends
 
 pytestmark = pytest.mark.kvm
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +34,24 @@ def test_table_names_the_kind_and_every_benchmark(quick):
         assert "emulates every Guest instruction" in lines[0]
     assert lines[1].split()[:8] == ["benchmark", "paging", "median", "p10", "p90", "runs",
                                     "baseline", "ratio"]
-    rows = {tuple(ln.split()[:2]) for ln in lines[2:] if ln and not ln.startswith("QEMU")}
-    want = {(n, p) for n in GUEST_BENCHES for p in backends(kind)} | {("boot", "default")}
-    assert rows == want
-    assert {("syscall", "shadow"), ("cow", "shadow")} <= rows
+    table = lines[2:lines.index(next(ln for ln in lines if ln.startswith("timer-accuracy (")))]
+    rows = {tuple(ln.split()[:2]) for ln in table}
+    want = {(n, p) for n in [*GUEST_BENCHES, *DEVICE_BENCHES] for p in backends(kind)}
+    assert rows == want | {("boot", "default")}
+    assert {("syscall", "shadow"), ("cow", "shadow"), ("irq-latency", "shadow"),
+            ("timer-accuracy", "shadow"), ("demand-fault", "shadow"), ("dma-pingpong", "shadow"),
+            ("dma-bandwidth", "shadow"), ("block-read", "shadow"), ("block-write", "shadow")} <= rows
+    # The timer's lateness: median and p99, beside a bare POSIX timer's.
+    assert any(ln.startswith("timer-accuracy (shadow): woke ") and "(p99)" in ln
+               and "a bare POSIX timer here" in ln for ln in lines)
+    # QEMU: a section with one line per counterpart, each a figure or why not; or one line why
+    # none ran at all.
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("QEMU"))
+    if lines[at].startswith("QEMU baselines: not run: "):
+        assert at == len(lines) - 1
+    else:
+        qrows = [ln.split()[0] for ln in lines[at + 2:]]
+        assert sorted(set(qrows)) == sorted(QEMU_COUNTERPARTS.values())
     assert "system calls" not in r.stdout
     assert "lguest-bench: " in r.stderr and "benchmarks in" in r.stderr     # the progress line
 
@@ -74,9 +89,31 @@ def test_user_mode_guests_check_their_work(mode, breakage, why):
     def build(*extra):
         return build_guest([HERE / "guests" / "bench.c"],
                            cflags=(f"-DMODE={mode}", "-DN=8", "-DLAPS=2", *extra))
-    assert len(run_guest(build(), "shadow", 16)) == 3
+    assert len(run_guest(build(), "shadow", 16)[0]) == 3
     with pytest.raises(RuntimeError, match=f"CRASH: {why}$"):
         run_guest(build(f"-DBREAK={breakage}"), "shadow", 16)
+
+
+def test_json_carries_the_qemu_baselines(quick):
+    _, data, _ = quick
+    if data["qemu_not_run"]:
+        assert data["qemu"] == [] and "\n" not in data["qemu_not_run"]
+        return
+    assert {q["name"] for q in data["qemu"]} == set(QEMU_COUNTERPARTS.values())
+    for q in data["qemu"]:
+        assert ("not_run" in q) != ("median" in q), q
+        if "median" in q:
+            assert q["median"] > 0 and q["runs"] >= 2
+
+
+def test_irq_latency_and_timer_accuracy_count_every_sample(quick):
+    _, data, _ = quick
+    rows = {r["name"]: r for r in data["results"] if r["paging"] == "shadow"}
+    assert rows["irq-latency"]["runs"] == 40 * 2            # laps 2 and 3 of 40 interrupts
+    assert rows["irq-latency"]["baseline_name"] == "a signal out of KVM_RUN (C)"
+    assert rows["timer-accuracy"]["runs"] == 40             # 41 laps of one, the first dropped
+    assert rows["timer-accuracy"]["median"] > 0             # never early
+    assert rows["timer-accuracy"]["baseline_p99"] >= rows["timer-accuracy"]["baseline"]
 
 
 def test_svg_draws_one_bar_per_ratio(quick):

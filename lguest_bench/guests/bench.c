@@ -21,8 +21,14 @@
 #define M_IRQ		11
 #define M_SYSCALL	12
 #define M_COW		13
+#define M_TIMEACC	14
+#define M_DEMAND	15
 #define USER_MODE	(MODE == M_SYSCALL || MODE == M_COW)
 #define IRQ_PLEASE	0x1000	/* a marker asking the Launcher for IRQ 1 */
+#define IRQ_SEEN	0x1001	/* a marker from IRQ 1's handler */
+#ifndef DELAY_NS
+#define DELAY_NS	1000000	/* timer-accuracy: how far ahead each clock event is set */
+#endif
 
 #ifndef N
 #define N 100
@@ -71,7 +77,27 @@ static void launcher_irq(struct trapframe *tf)
 {
 	(void)tf;
 	irqs++;
+#if MODE == M_IRQ
+	mark(IRQ_SEEN);		/* the handler runs: the Launcher notes the time */
+#endif
 }
+
+/*M:954 demand-fault: pages the shadow tables have not got yet.  Sixteen user pages at 4 MB,
+ * present and accessed in the Guest's own tables; FLUSH_TLB(0) makes the Host drop every shadow
+ * entry below PAGE_OFFSET, so each of the sixteen reads after it is a fault the Host resolves on
+ * its own from the Guest's tables, which never see a trap.  On the direct backend the CPU walks
+ * the Guest's tables itself and there is nothing to resolve. :*/
+#if MODE == M_DEMAND
+static char demand[16][PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+
+static void demand_pages(void)
+{
+	for (unsigned k = 0; k < 16; k++) {
+		demand[k][0] = (char)k;
+		uptes[k] = __pa(demand[k]) | 0x67;	/* present, writable, user, accessed, dirty */
+	}
+}
+#endif
 
 /* Two page directories mapping the first 16 MB of the kernel (the image, its
  * stack and bss), one of them also a user page for SET_PTE to change. */
@@ -313,6 +339,19 @@ static void one_op(unsigned i)
 	mark(IRQ_PLEASE);
 	while (irqs == seen)
 		;
+#elif MODE == M_TIMEACC
+	/* One clock event DELAY_NS ahead and HALT until it fires; the Launcher subtracts DELAY_NS
+	 * from the lap (N is 1) to get how late the Guest woke. */
+	unsigned t = ticks;
+	(void)i;
+	hcall(LHCALL_SET_CLOCKEVENT, DELAY_NS, 0, 0);
+	while (ticks == t)
+		hcall(LHCALL_HALT, 0, 0, 0);
+#elif MODE == M_DEMAND
+	if ((i & 15) == 0)
+		hcall(LHCALL_FLUSH_TLB, 0, 0, 0);	/* the user part only */
+	if (*(volatile char *)(0x00400000UL + (i & 15) * PAGE_SIZE) != (char)(i & 15))
+		lguest_crash("demand-fault read another page than its own");
 #elif MODE == M_MEMLIN
 	/* One store per 64-byte line through MEM_MB of the kernel's linear map. */
 	volatile unsigned *p = (volatile unsigned *)__va(16 << 20);
@@ -337,6 +376,10 @@ int main(void)
 	lguest_data.blocked_interrupts = 0;
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
 #if MODE == M_PTE || MODE == M_CTXSW
+	own_page_tables();
+#endif
+#if MODE == M_DEMAND
+	demand_pages();
 	own_page_tables();
 #endif
 #if USER_MODE
