@@ -18,7 +18,7 @@ def run(mode, total):
     n = max(1, int(total * SCALE) // LAPS)
     image = build_guest([bench.HERE / "guests" / "bench.c"],
                         cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={LAPS}", "-DMEM_MB=8"))
-    marks = bench.run_guest(image, None)
+    marks, _ = bench.run_guest(image, None)
     assert len(marks) == LAPS + 1                              # every lap came back
     return n * LAPS
 
