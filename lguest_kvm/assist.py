@@ -77,6 +77,11 @@ def save_vcpu(lg, sync, trapnum=TRAP_IN_SWITCHER):
     return r
 
 
+def save_stopped_vcpu(lg, trapnum):
+    """A vCPU a signal stopped: its registers come by ioctl, not with the exit."""
+    return save_vcpu(lg, False, trapnum)
+
+
 # H:810 An emulation failure leaves the vCPU sitting on the refused instruction with the Guest's own
 # registers; nothing has been saved in the frame.  So we copy the registers there ourselves, decode the
 # instruction, and write down the trap the hardware would have raised.  Then the run loop carries on

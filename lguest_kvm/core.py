@@ -75,7 +75,15 @@ class Guest:
         self.assists = 0                      # kvm-pvm instruction assists
         self.direct_traps = 0                 # traps 2.6.23 took without the Host, taken by it
         self.vm = None
-        switcher_class = direct.Switcher32 if paging == "direct" else Switcher
+        # The two backends differ, once running, in two things only: how a vCPU that stopped in
+        # the Guest (not at a trap) is saved into the frame, and how the Guest is resumed from it.
+        # (Plain functions of the Guest, not bound methods: nothing here refers back to self.)
+        if paging == "direct":
+            switcher_class = direct.Switcher32
+            self.save_stopped_vcpu, self.resume_guest = direct.save_vcpu, Guest.enter_via_switcher
+        else:
+            switcher_class = Switcher
+            self.save_stopped_vcpu, self.resume_guest = assist.save_stopped_vcpu, assist.resume
         self.hmem = mmap.mmap(-1, switcher_class.SLOT_SIZE)
         try:
             self.vm = VM(kvm)
@@ -289,10 +297,8 @@ class Guest:
             if self.ts != self.loaded_ts:
                 f.cr0_req = self.guest_cr0()
                 self.loaded_ts = self.ts
-        elif self.paging == "direct":
-            self.enter_via_switcher()
         else:
-            assist.resume(self)
+            self.resume_guest(self)
         st = self.stats
         if st is not None:
             entered = st.entering()
@@ -349,9 +355,7 @@ class Guest:
             self.frame.trapnum = TRAP_KICKED
             return
         # An exception KVM is still delivering belongs to the state it was raised in: leave it be.
-        save = direct.save_vcpu if self.paging == "direct" else \
-            (lambda lg, trapnum: assist.save_vcpu(lg, False, trapnum))
-        if self.vm.event_in_flight() or save(self, TRAP_KICKED) is None:
+        if self.vm.event_in_flight() or self.save_stopped_vcpu(self, TRAP_KICKED) is None:
             self.mid_switcher = True
             self.in_switcher = True
 
