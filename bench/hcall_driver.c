@@ -179,12 +179,19 @@ static void add_slot(int slot, uint64_t gpa, void *mem, size_t size)
 	xioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r, "KVM_SET_USER_MEMORY_REGION");
 }
 
+static int64_t in_run_ns;		/* time spent inside KVM_RUN, all laps */
+static long run_calls;
+
 static void kvm_run_once(void)
 {
+	int64_t t = now_ns();
+
 	while (ioctl(vcpu_fd, KVM_RUN, 0) < 0) {
 		if (errno != EINTR && errno != EAGAIN)
 			die("KVM_RUN: %s", strerror(errno));
 	}
+	in_run_ns += now_ns() - t;
+	run_calls++;
 }
 
 static void print_laps(const int64_t *laps, int n)
@@ -387,8 +394,8 @@ static int guest(int argc, char **argv, long n)
 	if (hcalls != (long)nlaps * (n + 1) + 1)
 		die("%ld hypercalls, expected %ld", hcalls, (long)nlaps * (n + 1) + 1);
 	print_laps(laps, nlaps);
-	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld crash=%s\n",
-	       hcalls, internal_exits, io_exits, crash);
+	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld in_run_ns=%lld run_calls=%ld crash=%s\n",
+	       hcalls, internal_exits, io_exits, (long long)in_run_ns, run_calls, crash);
 	return 0;
 }
 

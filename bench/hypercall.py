@@ -198,6 +198,35 @@ def measure_python(g, laps):
     return times, exits, lg.assists - assists0
 
 
+# M:535 Where a round trip's time goes: inside KVM_RUN (the exit and the entry, the Guest's own
+# instructions, on kvm-pvm their emulation) or outside it (the Host's own work).  The C driver
+# counts its time inside KVM_RUN itself; for the Python Host a fresh Guest runs two more laps
+# with KVM_RUN wrapped in a timer (which adds two clock reads per exit to both).
+# :*
+def split_python(image, n):
+    g = BenchGuest(image, b"%d %d" % (n, 2))
+    raw, acc = core.kvm_run_raw, [0, 0]
+
+    def timed(fd):
+        t = time.perf_counter_ns()
+        r = raw(fd)
+        acc[0] += time.perf_counter_ns() - t
+        acc[1] += 1
+        return r
+    try:
+        if g.marker() != b"S":
+            raise RuntimeError("the Guest did not reach its loop")
+        g.marker()                                      # warm-up lap
+        core.kvm_run_raw = timed
+        t = time.perf_counter_ns()
+        g.marker()
+        total = time.perf_counter_ns() - t
+    finally:
+        core.kvm_run_raw = raw
+        g.close()
+    return total / n, acc[0] / n
+
+
 # M:540 The C driver is compiled on demand, like the Guests: the system gcc, a cache directory
 # keyed by a hash of the source, the flags and the compiler, and an atomic rename into place.
 # :*
@@ -226,7 +255,7 @@ def run_driver(exe, *args):
     r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError("%s %s failed:\n%s" % (exe.name, " ".join(map(str, args)), r.stderr))
-    fields = dict(kv.split("=", 1) for kv in r.stdout.split(None, 4))
+    fields = dict(kv.split("=", 1) for kv in r.stdout.split(None, 6))
     fields["laps_ns"] = [int(x) for x in fields["laps_ns"].split(",")]
     return fields
 
@@ -327,13 +356,15 @@ def main(argv=None):
             g.close()
         rows.append(summarise("Python Host: int $0x1f -> Python -> Guest", "python", py_laps, n))
         c_laps, c_out = measure_c_guest(exe, dumpdir, g, n, laps, "min")
+        c_outs = {"min": c_out}
         rows.append(summarise("C driver, same Guest + Switcher", "c_driver", c_laps, n))
         for variant, name in (("sregs", "C driver + KVM_GET_SREGS (Python's ioctls)"),
                               ("sync", "C driver, KVM_CAP_SYNC_REGS (no reg ioctls)")):
             if variant == "sync" and not has_sync_regs():
                 continue
-            v_laps, _ = measure_c_guest(exe, dumpdir, g, n, laps, variant)
+            v_laps, v_out = measure_c_guest(exe, dumpdir, g, n, laps, variant)
             rows.append(summarise(name, "c_driver_" + variant, v_laps, n))
+            c_outs[variant] = v_out
     raw = run_driver(exe, "out", n, laps)
     rows.append(summarise("raw C out loop (real mode)", "raw_out", raw["laps_ns"], n))
     rows.append(summarise("raw Python out loop (ctypes KVM_RUN)", "raw_out_python",
@@ -344,6 +375,7 @@ def main(argv=None):
     # The baseline is the C driver that makes the same kernel calls as the Python Host did: with
     # KVM_CAP_SYNC_REGS none for the registers, without it KVM_GET_REGS, KVM_GET_SREGS, KVM_SET_REGS.
     base = "c_driver_sync" if sync else "c_driver_sregs"
+    c_out_base = c_outs["sync" if sync else "sregs"]
     base_row = next(r for r in rows if r["key"] == base)
     print()
     print_table(rows, base, "raw_out")
@@ -352,6 +384,13 @@ def main(argv=None):
     print("Python/C driver with the same exit path (%s): %.2fx (target <= 1.3x); "
           "Python/minimal C driver: %.2fx" % (base_row["mechanism"], py_over_c,
                                              rows[0]["ns_per_op"] / rows[1]["ns_per_op"]))
+    py_total, py_in = split_python(image, n)
+    c_row = next(r for r in rows if r["key"] == base)
+    c_in = int(c_out_base["in_run_ns"]) / int(c_out_base["run_calls"])
+    c_total = c_row["ns_per_op"]
+    print("Per round trip, inside KVM_RUN / outside it: Python Host %.1f / %.1f us, %s %.1f / %.1f us"
+          % (py_in / 1e3, (py_total - py_in) / 1e3, c_row["mechanism"], c_in / 1e3,
+             (c_total - c_in) / 1e3))
     print("Python Host exits during the laps: %s; assists: %d"
           % (", ".join("vector %d x %d" % kv for kv in sorted(exits.items())) or "none", assists))
     print("C driver: %s hypercalls, %s internal-error exits, %s Switcher exits; both Guests died "

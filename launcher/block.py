@@ -90,7 +90,6 @@ class Block(Device):
     def handle_output(self, launcher, dma):
         kind, sector, nbytes = _REQ.unpack_from(self.mv, self.page)
         write = kind != 0
-        what = "%s of sector %u" % ("write" if write else "read", sector)
         reply = launcher.getdma(self.page)
         irq = self._reply_irq(reply)
         try:
@@ -106,17 +105,18 @@ class Block(Device):
             if write and self.read_only:
                 raise OSError(errno.EROFS, "write refused: the file is read-only")
             if write:
-                self._check_growth(launcher, what, off, nbytes)
+                self._check_growth(launcher, _what(write, sector), off, nbytes)
             done, how = self._io(sections, off, write)
-            launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
-                "WRITE" if write else "READ", done, sector, how))
+            if launcher.opts.verbose:
+                launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
+                    "WRITE" if write else "READ", done, sector, how))
             if done != nbytes:
-                launcher.warn("block: %s: %s" % (what, self._short(off, nbytes, done)))
+                launcher.warn("block: %s: %s" % (_what(write, sector), self._short(off, nbytes, done)))
         except (BlockError, InvalidAddress) as e:
             launcher.verbose("block: refused: %s" % e)
             done = -1
         except OSError as e:
-            launcher.warn("block %s: %s: %s" % (self.path, what, e.strerror))
+            launcher.warn("block %s: %s: %s" % (self.path, _what(write, sector), e.strerror))
             done = -1
         if reply is not None:
             self.devices.set_used_len(reply, 0 if write or done < 0 else done)
@@ -211,6 +211,10 @@ class Block(Device):
                         pass
                 os.close(fd)
                 setattr(self, name, -1)
+
+
+def _what(write, sector):
+    return "%s of sector %u" % ("write" if write else "read", sector)
 
 
 def _advance(iov, n):

@@ -114,6 +114,7 @@ class Options:
         return "".join(a + " " for a in self.kernel_args)
 
 
+_IRQ_REQ = [struct.pack("<II", abi.LHREQ_IRQ, irq) for irq in range(abi.LGUEST_IRQS)]
 _LONG = {"verbose": None, "sharenet": "FILE", "tunnet": "IPV4|bridge:NAME", "block": "FILE",
          "initrd": "FILE", "paging": "shadow|direct", "stats": None, "help": None}
 
@@ -462,7 +463,13 @@ class Launcher:
         return None
 
     def trigger_irq(self, irq):
-        self.host_write("Triggering irq %d" % irq, abi.LHREQ_IRQ, irq)
+        req = _IRQ_REQ[irq] if 0 <= irq < abi.LGUEST_IRQS else struct.pack("<II", abi.LHREQ_IRQ, irq)
+        try:
+            self.lg.write(req)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise GuestDied() from None
+            raise Fatal(f"Triggering irq {irq}: {e.strerror}") from None
 
     def dma_iov(self, dma):
         return self.devices.dma_iov(dma)        # InvalidAddress is Fatal, as in 2.6.23

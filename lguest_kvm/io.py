@@ -103,11 +103,11 @@ def get_dma(lg, key):
         lg.kill_guest("bad registered DMA buffer")
         return -errno.ENOENT
     shared = key_identity(lg, key)
-    found = [info for info in lg.dma if info is not None and _same_key(lg, info, key, shared)]
-    if not found:
-        return -errno.ENOENT
-    info = max(found, key=lambda i: i.order)
-    if info.num_dmas == 0:
+    info = None                                 # the most recent binding of the key
+    for d in lg.dma:
+        if d is not None and _same_key(lg, d, key, shared) and (info is None or d.order > info.order):
+            info = d
+    if info is None or info.num_dmas == 0:
         return -errno.ENOENT
     for i in range(info.num_dmas):
         addr = info.dmas + i * DMA_SIZE

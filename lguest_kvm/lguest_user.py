@@ -186,10 +186,13 @@ class Lguest:
             pass
 
 
+_ARGS = {n: struct.Struct("<%dI" % n) for n in (1, 4)}
+
+
 def _args(data, n):
     if len(data) < 4 * n:
         raise OSError(errno.EFAULT, "short write: request needs %d argument words" % n)
-    return struct.unpack_from("<%dI" % n, data)
+    return _ARGS[n].unpack_from(data)
 
 
 def open(memory, kvm_path="/dev/kvm", paging=None):          # noqa: A001 - the device's own name
