@@ -20,7 +20,7 @@ A benchmark, not a test: it prints what it measured and never judges it.
 #   4. The same stream with 16-byte messages: how many sends a second.
 #
 # Beside them, in the same run, the floor: KVM_RUN round trips of a raw `out` loop driven from C
-# (bench/hcall_driver.c's "out" mode, as bench/hypercall.py builds it).  Every figure is also given
+# (lguest_bench/hcall_driver.c's "out" mode).  Every figure is also given
 # as a multiple of that exit.
 # :*
 import argparse
@@ -45,7 +45,8 @@ from lguest_kvm import abi                                 # noqa: E402
 from lguest_kvm.kvm import kvm_kind                        # noqa: E402
 import guestrun                                            # noqa: E402
 import dmapeer                                             # noqa: E402
-from hypercall import build_driver, run_driver, cpu_model  # noqa: E402
+from hypercall import cpu_model                              # noqa: E402
+from lguest_bench.cdriver import build_driver, run_driver     # noqa: E402
 from lguest_bench.devices import Peers                     # noqa: E402
 
 DMAPEER = ROOT / "tests" / "dmapeer.py"

@@ -20,15 +20,12 @@ A benchmark, not a test: it prints what it measured and never judges it.
 # :*
 import argparse
 import errno
-import hashlib
 import json
 import mmap
-import os
 import pathlib
 import platform
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,15 +37,14 @@ sys.path.insert(0, str(ROOT))
 import lguest_kvm                                    # noqa: E402
 from lguest_kvm import abi, core, switcher           # noqa: E402
 from lguest_kvm.kvm import (KVM, VM, KVM_CHECK_EXTENSION, KVM_EXIT_IO, ioctl, kvm_kind,  # noqa: E402
-                            kvm_regs, kvm_run_raw, kvm_sregs)
+                            kvm_regs, kvm_run_raw)
 
 KVM_CAP_SYNC_REGS = 74
 from launcher import loader                          # noqa: E402
-from launcher.guest.build import build_guest, cache_dir, compiler_version  # noqa: E402
+from launcher.guest.build import build_guest                 # noqa: E402
+from lguest_bench.cdriver import build_driver, run_driver, snapshot_at_next_entry  # noqa: E402
 
 MB = 1 << 20
-DRIVER_SRC = HERE / "hcall_driver.c"
-DRIVER_CFLAGS = ("-O2", "-Wall")
 
 # M:510 The Guest.  It reads N and the number of laps from its command line, says hello to the Host
 # (LGUEST_INIT), and prints one byte, "S", on its console: a SEND_DMA to key 0, which makes the
@@ -130,51 +126,6 @@ class BenchGuest:
         self.lg.close()
 
 
-# M:520 Where to copy the VM.  The Host did real work before the loop — LGUEST_INIT wrote
-# lguest_data and threw away the shadow page tables, and page faults filled them again — so the C
-# driver must not start from the beginning; it starts where the Python Host's loop starts.  But
-# "after the S marker" is not yet a state the vCPU can run from: on kvm-pvm the `int $0x1F` arrived
-# as an emulation failure, the Host advanced EIP in the register frame, and it only hands the
-# registers back to KVM (KVM_SET_REGS, assist.resume) at the top of the *next* entry; on hardware KVM
-# it writes the frame's trap number and maybe a cr3 request first.  Rather than copy that logic, we
-# let the Host do it: for one read() we slip our own function in where core.py calls KVM_RUN.  It
-# takes the snapshot — exactly the state KVM_RUN would have been given — and answers EINTR, the
-# answer a signal gives, which the run loop is built to take and resume from.  The Python loop is
-# then timed on this same VM, so both measurements start from identical state.
-# :*
-def snapshot_at_next_entry(g, outdir):
-    lg = g.guest
-    real = core.kvm_run_raw
-
-    taken = []
-
-    def snapshot(vcpu_fd):
-        taken.append(vcpu_fd)
-        out = pathlib.Path(outdir)
-        (out / "ram.bin").write_bytes(lg.mem[:lg.backed_pages * 4096])
-        (out / "host.bin").write_bytes(lg.hmem[:])
-        # With KVM_CAP_SYNC_REGS the registers KVM_RUN will load may still sit in kvm_run.
-        run = lg.vm.run
-        if lg.vm.sync_regs and run.kvm_dirty_regs & 1:
-            regs = bytes(run.s.regs.regs)
-        else:
-            regs = bytes(lg.vm.get_regs(kvm_regs()))
-        (out / "regs.bin").write_bytes(regs)
-        (out / "sregs.bin").write_bytes(bytes(lg.vm.get_sregs(kvm_sregs())))
-        return -errno.EINTR
-
-    core.kvm_run_raw = snapshot
-    try:
-        g.lg.read(8)
-    except OSError as e:
-        if e.errno != errno.EINTR:
-            raise
-    finally:
-        core.kvm_run_raw = real
-    if taken != [lg.vm.vcpu]:
-        raise RuntimeError("the Host did not stop at its next KVM_RUN")
-
-
 # M:530 The Python Host's measurement: a read() per lap, timed on the Launcher's side.  Every
 # mechanism runs one lap more than it reports and drops the first, which pays for cold caches (and,
 # in the C driver's fresh VM, for KVM building its own mappings).  The exit counts the Host keeps for
@@ -225,39 +176,6 @@ def split_python(image, n):
         core.kvm_run_raw = raw
         g.close()
     return total / n, acc[0] / n
-
-
-# M:540 The C driver is compiled on demand, like the Guests: the system gcc, a cache directory
-# keyed by a hash of the source, the flags and the compiler, and an atomic rename into place.
-# :*
-def build_driver():
-    h = hashlib.sha256(DRIVER_SRC.read_bytes())
-    h.update(" ".join(DRIVER_CFLAGS).encode() + b"\0" + compiler_version().encode())
-    exe = cache_dir() / "bench" / ("hcall_driver-" + h.hexdigest()[:16])
-    if exe.is_file():
-        return exe
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".build-", dir=exe.parent)
-    os.close(fd)
-    try:
-        r = subprocess.run(["gcc", *DRIVER_CFLAGS, "-o", tmp, str(DRIVER_SRC)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError("compiling %s failed:\n%s" % (DRIVER_SRC, r.stderr))
-        os.replace(tmp, exe)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return exe
-
-
-def run_driver(exe, *args):
-    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError("%s %s failed:\n%s" % (exe.name, " ".join(map(str, args)), r.stderr))
-    fields = dict(kv.split("=", 1) for kv in r.stdout.split(None, 6))
-    fields["laps_ns"] = [int(x) for x in fields["laps_ns"].split(",")]
-    return fields
 
 
 def measure_c_guest(exe, dumpdir, g, n, laps, variant):
@@ -349,7 +267,7 @@ def main(argv=None):
             if g.marker() != b"S":
                 raise RuntimeError("the Guest did not reach its loop")
             sync = g.guest.vm.sync_regs
-            snapshot_at_next_entry(g, dumpdir)
+            snapshot_at_next_entry(g.guest, g.lg, dumpdir)
             py_laps, exits, assists = measure_python(g, laps)
             death = g.death()
         finally:

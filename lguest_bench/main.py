@@ -25,12 +25,13 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import lguest_kvm
-from lguest_kvm import abi
-from lguest_bench import devices, qemu
+from lguest_kvm import abi, switcher
+from lguest_bench import cdriver, devices, qemu
 from launcher import loader
 from launcher.guest.build import build_guest, cache_dir
 
@@ -40,6 +41,9 @@ IRQ_PLEASE = 0x1000                 # a marker tag: the Guest asks for IRQ 1 (ir
 IRQ_SEEN = 0x1001                   # a marker tag: IRQ 1's handler runs
 TIMER_DELAY_NS = 1_000_000          # timer-accuracy: each clock event 1 ms ahead
 MB = 1 << 20
+snapshot_facts = {}
+# Rows whose mechanism lguest_bench/hcall_driver.c can also drive from C (the long-mode Switcher).
+C_DRIVEN = ("hypercall", "hypercall-async", "pio", "dma-out")
 
 # name: (MODE, N full, N quick, laps full, laps quick, baseline, what one op is)
 GUEST_BENCHES = {
@@ -97,8 +101,10 @@ def backends(kind):
 # and writes LHREQ_BREAK, which kicks the vCPU out of the Guest; read() returns EAGAIN, we write
 # LHREQ_IRQ and BREAK 0, and the next read() delivers IRQ 1, whose handler sends a marker.
 # :*
-def run_guest(image, paging, mem_mb=4):
-    """Run a benchmark Guest to its end: (marker times, irq-latency samples)."""
+def run_guest(image, paging, mem_mb=4, snapshot=None):
+    """Run a benchmark Guest to its end: (marker times, irq-latency samples).  With a directory
+    `snapshot`, the VM is dumped there as its first lap starts, for the C driver (cdriver.py);
+    what the driver must also know is returned in snapshot_facts."""
     size = mem_mb * MB
     mem = mmap.mmap(-1, size + 2 * 4096)
     page_offset, start = loader.load_elf(mem, pathlib.Path(image).read_bytes())
@@ -130,6 +136,11 @@ def run_guest(image, paging, mem_mb=4):
                         latencies.append(time.perf_counter() - waker.sent)
                     else:
                         marks.append(time.perf_counter())
+                        if snapshot is not None and len(marks) == 1:
+                            g = lg.guest
+                            cdriver.snapshot_at_next_entry(g, lg, snapshot)
+                            snapshot_facts.update(page_offset=page_offset, data=g.lguest_data,
+                                                  next=g.next_hcall, sync=g.vm.sync_regs)
                     continue
                 d = abi.lguest_dma.from_buffer_copy(mem, dma)
                 n = d.len[0] if key == DMA_KEY else 0
@@ -181,17 +192,44 @@ def guest_bench(name, paging, quick):
     image = build_guest([HERE / "guests" / "bench.c"],
                         cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}",
                                 f"-DDELAY_NS={TIMER_DELAY_NS}"))
-    marks, latencies = run_guest(image, paging, mem_mb=mem_mb + 24 if mode in (9, 10) else 16)
+    with tempfile.TemporaryDirectory(prefix="lguest-bench-") as dump:
+        use_c = name in C_DRIVEN and paging == "shadow"
+        marks, latencies = run_guest(image, paging, mem_mb=mem_mb + 24 if mode in (9, 10) else 16,
+                                     snapshot=dump if use_c else None)
+        c_samples = c_driver_bench(name, dump, n, laps) if use_c else None
     if name == "irq-latency":
         if len(latencies) != n * laps:
             raise RuntimeError(f"irq-latency: {len(latencies)} interrupts seen, not {n * laps}")
-        return latencies[n:]                        # the first lap warms up
+        return latencies[n:], None                  # the first lap warms up
     samples = [(b - a) / n for a, b in zip(marks, marks[1:])]
     if len(samples) > 2:
         samples = samples[1:]                       # the first lap warms caches and shadows
     if name == "timer-accuracy":
         samples = [s - TIMER_DELAY_NS * 1e-9 for s in samples]
-    return samples
+    return samples, c_samples
+
+
+# M:925 The same Guest with its mechanism driven from C (lguest_bench/hcall_driver.c): from the
+# moment its first lap starts, a C program runs the rest of the Python Host's VM, doing the least
+# a Host can for that Guest — the hypercall, the async ring, the `inb` after #GP, the DMA copied
+# out — with the registers taken as the Python Host takes them.  The difference is the Python.
+# :*
+def c_driver_bench(name, dump, n, laps):
+    f = snapshot_facts
+    out = cdriver.run_driver(
+        cdriver.build_driver(), "guest", dump, n, laps, f["page_offset"], switcher.FRAME_OFFSET,
+        switcher.FRAME_SIZE, "sync" if f["sync"] else "sregs", f"mark={MARK_KEY}", f"dma={DMA_KEY}",
+        f"data={f['data']}", f"status={abi.lguest_data.hcall_status.offset}",
+        f"calls={abi.lguest_data.hcalls.offset}", f"next={f['next']}", "count=0")
+    if out.get("crash", "").strip() != "Power down":
+        raise RuntimeError("the C driver's Guest died: %r" % out.get("crash"))
+    # It did the work: every op of every lap went through the mechanism it stands for.
+    done = {"hypercall": int(out["hcalls"]) - laps - 1, "hypercall-async": int(out["async"]),
+            "pio": int(out["pios"]), "dma-out": int(out["hcalls"]) - laps - 1}[name]
+    if done != n * laps:
+        raise RuntimeError(f"the C driver did {done} {name} ops, not {n * laps}")
+    samples = [t * 1e-9 / n for t in out["laps_ns"]]
+    return samples[1:] if len(samples) > 2 else samples
 
 
 # M:930 The baselines are a C program compiled in the run (cached by the hash of its source and
@@ -265,13 +303,15 @@ def fmt_time(sec):
 def table(results, kind):
     lines = [f"lguest-bench on {kind}: {kind_note(kind)}",
              f"{'benchmark':18} {'paging':7} {'median':>11} {'p10':>11} {'p90':>11} {'runs':>5} "
-             f"{'baseline':>11} {'ratio':>9}  baseline is"]
+             f"{'baseline':>11} {'ratio':>9} {'C host':>11} {'vs C':>6}  baseline is"]
     for r in results:
         base = fmt_time(r["baseline"]) if r["baseline"] else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
+        c_host = fmt_time(r["c_driver"]) if r.get("c_driver") else "-"
+        vs_c = f"{r['over_c_driver']:.2f}x" if r.get("over_c_driver") else "-"
         lines.append(f"{r['name']:18} {r['paging']:7} {fmt_time(r['median']):>11} "
                      f"{fmt_time(r['p10']):>11} {fmt_time(r['p90']):>11} {r['runs']:>5} "
-                     f"{base:>11} {ratio:>9}  {r['baseline_name']}")
+                     f"{base:>11} {ratio:>9} {c_host:>11} {vs_c:>6}  {r['baseline_name']}")
     return "\n".join(lines)
 
 
@@ -316,8 +356,10 @@ def run_one(name, paging, quick, binary, base_cache):
         if base_name == "self":
             base_name = "pwritev" if name == "block-write" else "preadv"
     else:
-        samples = guest_bench(name, paging, quick)
+        samples, c_samples = guest_bench(name, paging, quick)
         base_name, what = GUEST_BENCHES[name][5], GUEST_BENCHES[name][6]
+        if c_samples:
+            extra = {"c_driver": statistics.median(c_samples)}
     base = base_more = None
     if own_base is not None:
         base = own_base
@@ -330,6 +372,7 @@ def run_one(name, paging, quick, binary, base_cache):
     if name == "timer-accuracy" and base_more:
         row["baseline_p99"] = base_more[0]
     row["ratio"] = row["median"] / base if base else None
+    row["over_c_driver"] = row["median"] / row["c_driver"] if row.get("c_driver") else None
     return row
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import lguest_kvm
 from lguest_bench.devices import DEVICE_BENCHES
-from lguest_bench.main import GUEST_BENCHES, QEMU_COUNTERPARTS, backends
+from lguest_bench.main import C_DRIVEN, GUEST_BENCHES, QEMU_COUNTERPARTS, backends
 
 pytestmark = pytest.mark.kvm
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +104,19 @@ def test_json_carries_the_qemu_baselines(quick):
         assert ("not_run" in q) != ("median" in q), q
         if "median" in q:
             assert q["median"] > 0 and q["runs"] >= 2
+
+
+def test_the_c_driver_runs_the_same_guests(quick):
+    """hypercall, hypercall-async, pio and dma-out also run under the C driver on the long-mode
+    Switcher (it checks that every op went through the mechanism); nothing else does."""
+    r, data, _ = quick
+    assert r.stdout.splitlines()[1].split()[8:10] == ["C", "host"]
+    for row in data["results"]:
+        if row["name"] in C_DRIVEN and row["paging"] == "shadow":
+            assert row["c_driver"] > 0
+            assert row["over_c_driver"] == pytest.approx(row["median"] / row["c_driver"])
+        else:
+            assert row.get("c_driver") is None and row["over_c_driver"] is None
 
 
 def test_irq_latency_and_timer_accuracy_count_every_sample(quick):

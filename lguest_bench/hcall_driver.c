@@ -1,4 +1,4 @@
-/* hcall_driver: the C baselines for bench/hypercall.py.
+/* hcall_driver: the C baselines for bench/hypercall.py and lguest-bench.
  *
  *   hcall_driver out N LAPS
  *	The floor: a minimal VM (real mode, no paging) running
@@ -7,7 +7,7 @@
  *   hcall_driver ioctl N LAPS
  *	The price of one vCPU ioctl that does not run the vCPU: N KVM_GET_REGS.
  *
- *   hcall_driver guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync]
+ *   hcall_driver guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync] [NAME=VALUE...]
  *	The same lguest Guest under the same Switcher as the Python Host: DIR
  *	holds what bench/hypercall.py dumped from the Python Host's VM at the
  *	moment it was about to KVM_RUN the benchmark loop (ram.bin = memory slot
@@ -22,6 +22,15 @@
  *	Python Host's.  With "sync" we do no register ioctl at all: KVM copies
  *	regs and sregs into kvm_run on every exit and takes the changed regs
  *	back on entry (KVM_CAP_SYNC_REGS).
+ *
+ *	lguest-bench's Guests (lguest_bench/guests/bench.c) need a little more,
+ *	named after the variant: mark=KEY (the lap markers' key, 0 above),
+ *	dma=KEY (SEND_DMAs whose first section we copy out, as dma-out wants),
+ *	data=GPA status=OFF calls=OFF next=I (lguest_data, the offsets of its
+ *	hcall_status and hcalls, and the ring slot to look at next: we drain
+ *	the async ring on every exit, and it may only hold FLUSH_ASYNC), and
+ *	count=0 (no check of the number of hypercalls).  A #GP on `inb $imm8`
+ *	(pio) reads 0xFF, as the Python Host's emulation does.
  *
  * Output, one line: "laps_ns=a,b,... hcalls=H internal_exits=I io_exits=O
  * crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
@@ -51,6 +60,7 @@
 #define LHCALL_LGUEST_INIT	1
 #define LHCALL_CRASH		2
 #define LHCALL_SEND_DMA		13
+#define LHCALL_RING_SIZE	64
 #define MAX_LAPS		64
 
 /* lguest_kvm/switcher.py's Frame, 64-bit words in the same order. */
@@ -257,7 +267,10 @@ static int vcpu_ioctl(long n, int nlaps)
 }
 
 /* The Guest driver's state. */
-static long hcalls, internal_exits, io_exits, markers;
+static long hcalls, internal_exits, io_exits, markers, async_calls, pios;
+static uint32_t mark_key, dma_key = 1, data_gpa, status_off, calls_off, next_call;
+static int check_count = 1;
+static uint8_t sink[4096];
 static int nlaps;
 static int64_t laps[MAX_LAPS], lap_start;
 static char crash[128];
@@ -283,10 +296,16 @@ static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2)
 		uint16_t len[16];
 		int64_t t = now_ns();
 
-		if (a1 != 0)
-			die("SEND_DMA to key %#x, not the console", a1);
+		if (a1 != mark_key && a1 != dma_key)
+			die("SEND_DMA to key %#x, not the marker's", a1);
 		memcpy(dma, guest_phys(a2, 100), 68);
 		memcpy(len, guest_phys(a2, 100) + 68, sizeof(len));
+		if (a1 == dma_key) {		/* dma-out: the device takes the first section */
+			used = len[0] <= sizeof(sink) ? len[0] : sizeof(sink);
+			memcpy(sink, guest_phys(dma[1], used), used);
+			memcpy(guest_phys(a2, 4), &used, 4);
+			break;
+		}
 		for (int i = 0; i < 16 && len[i]; i++)
 			used += len[i];
 		memcpy(guest_phys(a2, 4), &used, 4);
@@ -309,6 +328,65 @@ static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2)
 	}
 }
 
+/* The async ring, on every exit as the Host drains it: FLUSH_ASYNC calls only, marked done. */
+static void drain_async(void)
+{
+	uint8_t *status;
+
+	if (!data_gpa)
+		return;
+	status = guest_phys(data_gpa + status_off, LHCALL_RING_SIZE);
+	while (status[next_call] != 0xFF) {
+		uint32_t call;
+
+		memcpy(&call, guest_phys(data_gpa + calls_off + 16 * next_call, 4), 4);
+		if (call != LHCALL_FLUSH_ASYNC)
+			die("async hypercall %u, not FLUSH_ASYNC", call);
+		async_calls++;
+		status[next_call] = 0xFF;
+		next_call = (next_call + 1) % LHCALL_RING_SIZE;
+	}
+}
+
+/* A #GP: the Guest kernel's `inb $imm8,%al`, which reads 0xFF from a port nobody has. */
+static void do_gp(struct frame *f)
+{
+	uint8_t *insn = guest_phys((uint32_t)f->eip - page_offset, 2);
+
+	if (f->errcode != 0 || insn[0] != 0xE4)
+		die("#GP (%#llx) at %#llx on %02x: not an inb this driver knows",
+		    (unsigned long long)f->errcode, (unsigned long long)f->eip, insn[0]);
+	f->eax |= 0xFF;
+	f->eip += 2;
+	pios++;
+}
+
+static void option(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	unsigned long v;
+
+	if (!eq)
+		die("option %s is not NAME=VALUE", arg);
+	v = strtoul(eq + 1, NULL, 0);
+	if (!strncmp(arg, "mark=", 5))
+		mark_key = v;
+	else if (!strncmp(arg, "dma=", 4))
+		dma_key = v;
+	else if (!strncmp(arg, "data=", 5))
+		data_gpa = v;
+	else if (!strncmp(arg, "status=", 7))
+		status_off = v;
+	else if (!strncmp(arg, "calls=", 6))
+		calls_off = v;
+	else if (!strncmp(arg, "next=", 5))
+		next_call = v % LHCALL_RING_SIZE;
+	else if (!strncmp(arg, "count=", 6))
+		check_count = v;
+	else
+		die("unknown option %s", arg);
+}
+
 static int guest(int argc, char **argv, long n)
 {
 	struct kvm_sregs sregs;
@@ -321,6 +399,8 @@ static int guest(int argc, char **argv, long n)
 	const char *variant = argc > 8 ? argv[8] : "min";
 	int with_sregs = !strcmp(variant, "sregs"), sync = !strcmp(variant, "sync");
 
+	for (int i = 9; i < argc; i++)
+		option(argv[i]);
 	page_offset = strtoul(argv[5], NULL, 0);
 	if (strtoul(argv[7], NULL, 0) != sizeof(struct frame))
 		die("frame size %s, this driver knows %zu", argv[7], sizeof(struct frame));
@@ -347,6 +427,7 @@ static int guest(int argc, char **argv, long n)
 	lap_start = now_ns();
 	while (!crashed) {
 		kvm_run_once();
+		drain_async();
 		if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
 			/* kvm-pvm: the emulator refused `int $0x1f`; the vCPU sits on
 			 * it with the Guest's own registers. */
@@ -379,11 +460,14 @@ static int guest(int argc, char **argv, long n)
 			/* Hardware KVM: gate 0x1F fired and the Switcher saved the
 			 * frame; the next KVM_RUN resumes the Guest from it. */
 			io_exits++;
-			if (f->trapnum != LGUEST_TRAP_ENTRY)
+			if (f->trapnum == 13)
+				do_gp(f);
+			else if (f->trapnum == LGUEST_TRAP_ENTRY)
+				do_hcall((uint32_t)f->eax, (uint32_t)f->edx, (uint32_t)f->ebx);
+			else
 				die("trap %llu at %#llx (%#llx): the Guest needs a real Host",
 				    (unsigned long long)f->trapnum, (unsigned long long)f->eip,
 				    (unsigned long long)f->errcode);
-			do_hcall((uint32_t)f->eax, (uint32_t)f->edx, (uint32_t)f->ebx);
 			f->trapnum = TRAP_IN_SWITCHER;
 		} else {
 			die("unexpected exit %u", run->exit_reason);
@@ -391,11 +475,12 @@ static int guest(int argc, char **argv, long n)
 	}
 	if (markers != nlaps)
 		die("%ld lap markers, expected %d", markers, nlaps);
-	if (hcalls != (long)nlaps * (n + 1) + 1)
+	if (check_count && hcalls != (long)nlaps * (n + 1) + 1)
 		die("%ld hypercalls, expected %ld", hcalls, (long)nlaps * (n + 1) + 1);
 	print_laps(laps, nlaps);
-	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld in_run_ns=%lld run_calls=%ld crash=%s\n",
-	       hcalls, internal_exits, io_exits, (long long)in_run_ns, run_calls, crash);
+	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld in_run_ns=%lld run_calls=%ld async=%ld "
+	       "pios=%ld crash=%s\n", hcalls, internal_exits, io_exits, (long long)in_run_ns, run_calls,
+	       async_calls, pios, crash);
 	return 0;
 }
 
@@ -404,7 +489,7 @@ int main(int argc, char **argv)
 	long n;
 
 	if (argc < 4)
-		die("usage: hcall_driver out|ioctl N LAPS | guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync]");
+		die("usage: hcall_driver out|ioctl N LAPS | guest DIR N LAPS PAGE_OFFSET FRAME_OFFSET FRAME_SIZE [min|sregs|sync] [NAME=VALUE...]");
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(argv[1], "out") || !strcmp(argv[1], "ioctl")) {
 		n = strtol(argv[2], NULL, 0);
