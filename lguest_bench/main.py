@@ -30,7 +30,7 @@ import threading
 import time
 
 import lguest_kvm
-from lguest_kvm import abi, switcher
+from lguest_kvm import abi, core, switcher
 from lguest_bench import cdriver, devices, qemu
 from launcher import loader
 from launcher.guest.build import build_guest, cache_dir
@@ -41,7 +41,6 @@ IRQ_PLEASE = 0x1000                 # a marker tag: the Guest asks for IRQ 1 (ir
 IRQ_SEEN = 0x1001                   # a marker tag: IRQ 1's handler runs
 TIMER_DELAY_NS = 1_000_000          # timer-accuracy: each clock event 1 ms ahead
 MB = 1 << 20
-snapshot_facts = {}
 # Rows whose mechanism lguest_bench/hcall_driver.c can also drive from C (the long-mode Switcher).
 C_DRIVEN = ("hypercall", "hypercall-async", "pio", "dma-out")
 
@@ -101,10 +100,20 @@ def backends(kind):
 # and writes LHREQ_BREAK, which kicks the vCPU out of the Guest; read() returns EAGAIN, we write
 # LHREQ_IRQ and BREAK 0, and the next read() delivers IRQ 1, whose handler sends a marker.
 # :*
-def run_guest(image, paging, mem_mb=4, snapshot=None):
+def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
     """Run a benchmark Guest to its end: (marker times, irq-latency samples).  With a directory
-    `snapshot`, the VM is dumped there as its first lap starts, for the C driver (cdriver.py);
-    what the driver must also know is returned in snapshot_facts."""
+    `snapshot`, the VM is dumped there as its first lap starts, for the C driver (cdriver.py).
+    A dict `facts` gets what the driver must also know, and the exits the Host took from the
+    first lap marker to the last; with facts["time_kvm_run"] set, also the time spent inside
+    KVM_RUN over that stretch (the Host's KVM_RUN is wrapped in a timer meanwhile)."""
+    facts = {} if facts is None else facts
+    raw_run, in_run = core.kvm_run_raw, [0]
+
+    def timed_run(fd):
+        t = time.perf_counter_ns()
+        r = raw_run(fd)
+        in_run[0] += time.perf_counter_ns() - t
+        return r
     size = mem_mb * MB
     mem = mmap.mmap(-1, size + 2 * 4096)
     page_offset, start = loader.load_elf(mem, pathlib.Path(image).read_bytes())
@@ -136,11 +145,17 @@ def run_guest(image, paging, mem_mb=4, snapshot=None):
                         latencies.append(time.perf_counter() - waker.sent)
                     else:
                         marks.append(time.perf_counter())
-                        if snapshot is not None and len(marks) == 1:
-                            g = lg.guest
-                            cdriver.snapshot_at_next_entry(g, lg, snapshot)
-                            snapshot_facts.update(page_offset=page_offset, data=g.lguest_data,
-                                                  next=g.next_hcall, sync=g.vm.sync_regs)
+                        g = lg.guest
+                        if len(marks) == 1:
+                            if snapshot is not None:
+                                cdriver.snapshot_at_next_entry(g, lg, snapshot)
+                                facts.update(page_offset=page_offset, data=g.lguest_data,
+                                             next=g.next_hcall, sync=g.vm.sync_regs)
+                            exits0 = sum(g.exits.values())
+                            if facts.get("time_kvm_run"):
+                                core.kvm_run_raw = timed_run
+                        facts["exits"] = sum(g.exits.values()) - exits0
+                        facts["in_run"] = in_run[0] * 1e-9
                     continue
                 d = abi.lguest_dma.from_buffer_copy(mem, dma)
                 n = d.len[0] if key == DMA_KEY else 0
@@ -149,6 +164,7 @@ def run_guest(image, paging, mem_mb=4, snapshot=None):
                         sink[:n] = mv[d.addr[0]:d.addr[0] + n]
                 struct.pack_into("<I", mem, dma + abi.lguest_dma.used_len.offset, n)
         finally:
+            core.kvm_run_raw = raw_run
             if waker is not None:
                 waker.stop()
     mem.close()
@@ -185,22 +201,27 @@ class Waker:
         self.thread.join()
 
 
-def guest_bench(name, paging, quick):
+def guest_bench(name, paging, quick, facts=None):
+    """(samples, C driver samples or None); `facts` as run_guest() fills it, plus "ops"."""
     mode, n_full, n_quick, laps_full, laps_quick, _, _ = GUEST_BENCHES[name]
     n, laps = (n_quick, laps_quick) if quick else (n_full, laps_full)
     mem_mb = MEMBURN_MB[quick]
     image = build_guest([HERE / "guests" / "bench.c"],
                         cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}",
                                 f"-DDELAY_NS={TIMER_DELAY_NS}"))
+    facts = {} if facts is None else facts
+    facts["ops"] = n * laps
     with tempfile.TemporaryDirectory(prefix="lguest-bench-") as dump:
-        use_c = name in C_DRIVEN and paging == "shadow"
+        use_c = name in C_DRIVEN and paging == "shadow" and not facts.get("time_kvm_run")
         marks, latencies = run_guest(image, paging, mem_mb=mem_mb + 24 if mode in (9, 10) else 16,
-                                     snapshot=dump if use_c else None)
-        c_samples = c_driver_bench(name, dump, n, laps) if use_c else None
+                                     snapshot=dump if use_c else None, facts=facts)
+        c_samples = c_driver_bench(name, dump, n, laps, facts) if use_c else None
     if name == "irq-latency":
         if len(latencies) != n * laps:
             raise RuntimeError(f"irq-latency: {len(latencies)} interrupts seen, not {n * laps}")
+        facts["wall"] = marks[-1] - marks[0]
         return latencies[n:], None                  # the first lap warms up
+    facts["wall"] = marks[-1] - marks[0]
     samples = [(b - a) / n for a, b in zip(marks, marks[1:])]
     if len(samples) > 2:
         samples = samples[1:]                       # the first lap warms caches and shadows
@@ -214,8 +235,7 @@ def guest_bench(name, paging, quick):
 # a Host can for that Guest — the hypercall, the async ring, the `inb` after #GP, the DMA copied
 # out — with the registers taken as the Python Host takes them.  The difference is the Python.
 # :*
-def c_driver_bench(name, dump, n, laps):
-    f = snapshot_facts
+def c_driver_bench(name, dump, n, laps, f):
     out = cdriver.run_driver(
         cdriver.build_driver(), "guest", dump, n, laps, f["page_offset"], switcher.FRAME_OFFSET,
         switcher.FRAME_SIZE, "sync" if f["sync"] else "sregs", f"mark={MARK_KEY}", f"dma={DMA_KEY}",
@@ -376,6 +396,32 @@ def run_one(name, paging, quick, binary, base_cache):
     return row
 
 
+# M:945 Where the time goes.  With --where every Guest benchmark runs once more with the Host's
+# KVM_RUN wrapped in a timer: per op, how many exits the Host took, how long the vCPU spent inside
+# KVM_RUN (the exit and entry, the Guest's own instructions, on kvm-pvm their emulation) and how
+# long the Host spent outside it (its Python, the Launcher's read() loop, the ioctls other than
+# KVM_RUN).  What is outside is what a faster Host could remove; what is inside, only a faster
+# KVM, or fewer exits.
+# :*
+def where_row(name, paging, quick):
+    facts = {"time_kvm_run": True}
+    guest_bench(name, paging, quick, facts)
+    ops = facts["ops"]
+    return {"name": name, "paging": paging, "exits_per_op": facts["exits"] / ops,
+            "in_kvm_run": facts["in_run"] / ops, "outside": (facts["wall"] - facts["in_run"]) / ops}
+
+
+def where_table(rows):
+    lines = ["Where the time goes, per op (a second run with KVM_RUN timed):",
+             f"{'benchmark':18} {'paging':7} {'exits':>7} {'in KVM_RUN':>11} {'outside':>11} {'outside %':>9}"]
+    for w in rows:
+        total = w["in_kvm_run"] + w["outside"]
+        lines.append(f"{w['name']:18} {w['paging']:7} {w['exits_per_op']:>7.2f} "
+                     f"{fmt_time(w['in_kvm_run']):>11} {fmt_time(w['outside']):>11} "
+                     f"{100 * w['outside'] / total if total else 0:>8.0f}%")
+    return "\n".join(lines)
+
+
 def qemu_rows(results, quick, progress):
     """The QEMU baselines of the rows that have one: (rows, None) or ([], why not)."""
     wanted = [(q, n) for n, q in QEMU_COUNTERPARTS.items() if any(r["name"] == n for r in results)]
@@ -415,6 +461,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer and shorter laps (under a minute)")
     ap.add_argument("--only", help="comma-separated benchmark names (default: all)")
     ap.add_argument("--no-qemu", action="store_true", help="skip the QEMU baselines")
+    ap.add_argument("--where", action="store_true",
+                    help="run each Guest benchmark again with KVM_RUN timed: exits per op, time "
+                         "inside KVM_RUN and outside it")
     ap.add_argument("--json", help="write the results as JSON to this file")
     ap.add_argument("--svg", help="draw the ratios as an SVG bar chart in this file")
     args = ap.parse_args(argv)
@@ -443,6 +492,11 @@ def main(argv=None):
         progress(f"[{i}/{len(jobs)}] {name} ({paging})")
         results.append(run_one(name, paging, args.quick, binary, base_cache))
     qrows, qwhy = ([], "--no-qemu") if args.no_qemu else qemu_rows(results, args.quick, progress)
+    where = []
+    if args.where:
+        for name, paging in ((r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES):
+            progress(f"where: {name} ({paging})")
+            where.append(where_row(name, paging, args.quick))
     sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
     print(table(results, kind))
     for r in results:
@@ -451,6 +505,8 @@ def main(argv=None):
                   f"{fmt_time(r['p99'])} (p99) for a clock event {TIMER_DELAY_NS // 1000} us ahead; "
                   + (f"a bare POSIX timer here: {fmt_time(r['baseline'])} and {fmt_time(r['baseline_p99'])}"
                      if r.get("baseline_p99") else "no baseline"))
+    if where:
+        print(where_table(where))
     if qrows:
         print(qemu_table(qrows, results))
     elif qwhy:
@@ -458,7 +514,8 @@ def main(argv=None):
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"kind": kind, "note": kind_note(kind), "quick": args.quick,
-             "results": results, "qemu": qrows, "qemu_not_run": qwhy}, indent=2) + "\n")
+             "results": results, "qemu": qrows, "qemu_not_run": qwhy, "where": where},
+            indent=2) + "\n")
     if args.svg:
         pathlib.Path(args.svg).write_text(svg(results, kind))
     return 0

@@ -150,3 +150,18 @@ def test_the_nested_machine_is_named_for_what_it_is(monkeypatch):
     assert "emulates every Guest instruction" in bench.kind_note("kvm-pvm")
     monkeypatch.setattr(bench, "software_cpu", lambda: False)
     assert bench.kind_note("vmx") == "hardware KVM (Intel VMX)"
+
+
+def test_where_the_time_goes(tmp_path):
+    """--where: exits per op and the time inside and outside KVM_RUN, per Guest benchmark."""
+    out = tmp_path / "w.json"
+    r = subprocess.run([sys.executable, "-m", "lguest_bench", "--quick", "--only", "hypercall,pio",
+                        "--no-qemu", "--where", "--json", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Where the time goes, per op" in r.stdout
+    where = {w["name"]: w for w in json.loads(out.read_text())["where"]}
+    assert set(where) == {"hypercall", "pio"}
+    for w in where.values():
+        assert w["exits_per_op"] >= 1          # each op leaves the VM at least once
+        assert w["in_kvm_run"] > 0 and w["outside"] > 0
