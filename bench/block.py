@@ -236,9 +236,9 @@ def child(argv):
         real_init(self, devices, path, launcher)
         probe["key"], probe["direct"] = self.page, self.direct_fd >= 0
 
-    def all_(op, fd, iov, off):
+    def all_(op, fd, iov, off, want):
         t = time.perf_counter_ns()
-        n = real_all(op, fd, iov, off)
+        n = real_all(op, fd, iov, off, want)
         t1 = time.perf_counter_ns()
         probe["preadv"].append(t1 - t)
         if again:                               # the same read once more, into the live Guest

@@ -23,7 +23,7 @@ import os
 import struct
 
 from .devices import (Device, Fatal, InvalidAddress, LGUEST_DEVICE_F_RANDOMNESS,
-                      LGUEST_DEVICE_T_BLOCK, iov_len)
+                      LGUEST_DEVICE_T_BLOCK)
 
 SECTOR = 512
 _REQ = struct.Struct("<iII")                    # type, sector, bytes
@@ -106,7 +106,7 @@ class Block(Device):
                 raise OSError(errno.EROFS, "write refused: the file is read-only")
             if write:
                 self._check_growth(launcher, _what(write, sector), off, nbytes)
-            done, how = self._io(sections, off, write)
+            done, how = self._io(sections, off, write, total)
             if launcher.opts.verbose:
                 launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
                     "WRITE" if write else "READ", done, sector, how))
@@ -169,24 +169,25 @@ class Block(Device):
     # says EINVAL (it wants bigger alignment than we guessed), we learn that and use the ordinary
     # descriptor from then on for such requests.
     # :*
-    def _io(self, sections, off, write):
-        fd = self.fd
+    def _io(self, sections, off, write, total):
+        fd, mv = self.fd, self.mv
         if self.direct_fd >= 0 and self._aligned(sections, off):
             fd = self.direct_fd
-        iov = [self.mv[a:a + n] for a, n in sections]
+        iov = [mv[a:a + n] for a, n in sections]
         op = os.pwritev if write else os.preadv
         try:
-            return self._all(op, fd, iov, off), "O_DIRECT" if fd == self.direct_fd else "buffered"
+            how = "O_DIRECT" if fd == self.direct_fd else "buffered"
+            return self._all(op, fd, iov, off, total), how
         except OSError as e:
             if fd != self.direct_fd or e.errno != errno.EINVAL:
                 raise
             self.align = mmap.PAGESIZE if self.align < mmap.PAGESIZE else 1 << 30
-            return self._all(op, self.fd, iov, off), "buffered"
+            return self._all(op, self.fd, iov, off, total), "buffered"
 
     @staticmethod
-    def _all(op, fd, iov, off):
-        """One preadv/pwritev, continued if the kernel did only part of it."""
-        total, want = 0, iov_len(iov)
+    def _all(op, fd, iov, off, want):
+        """One preadv/pwritev of `want` bytes, continued if the kernel did only part of it."""
+        total = 0
         while True:
             n = op(fd, iov, off + total)
             total += n
@@ -197,7 +198,12 @@ class Block(Device):
     def _aligned(self, sections, off):
         # Guest memory is page-aligned, so a gpa's alignment is its address's alignment.
         a = self.align
-        return off % a == 0 and all(gpa % a == 0 and n % a == 0 for gpa, n in sections)
+        if off % a:
+            return False
+        for gpa, n in sections:
+            if gpa % a or n % a:
+                return False
+        return True
 
     # Written data must be on the disk when we exit: the Guest was told it was.
     def close(self):

@@ -143,11 +143,12 @@ class DeviceList:
         self.check_pointer(dma, DMA_SIZE)
         addrs = _DMA_ADDRS.unpack_from(self.mv, dma + 4)
         lens = _DMA_LENS.unpack_from(self.mv, dma + 68)
-        out = []
+        out, top = [], self.top
         for addr, length in zip(addrs, lens):
             if not length:
                 break
-            self.check_pointer(addr, length)
+            if addr >= top or addr + length >= top:        # check_pointer(), inline: a hot path
+                raise InvalidAddress(addr, length)
             out.append((addr, length))
         return out
 
