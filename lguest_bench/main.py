@@ -400,8 +400,9 @@ def run_one(name, paging, quick, binary, base_cache):
 # KVM_RUN wrapped in a timer: per op, how many exits the Host took, how long the vCPU spent inside
 # KVM_RUN (the exit and entry, the Guest's own instructions, on kvm-pvm their emulation) and how
 # long the Host spent outside it (its Python, the Launcher's read() loop, the ioctls other than
-# KVM_RUN).  What is outside is what a faster Host could remove; what is inside, only a faster
-# KVM, or fewer exits.
+# KVM_RUN, and any sleep: a halted Guest's wait for its timer, irq-latency's Waker pausing before
+# its BREAK).  What the Host spends awake outside is what a faster Host could remove; what is
+# inside, only a faster KVM, or fewer exits.
 # :*
 def where_row(name, paging, quick):
     facts = {"time_kvm_run": True}
@@ -412,7 +413,7 @@ def where_row(name, paging, quick):
 
 
 def where_table(rows):
-    lines = ["Where the time goes, per op (a second run with KVM_RUN timed):",
+    lines = ["Where the time goes, per op (a second run with KVM_RUN timed; outside includes HALT sleeps):",
              f"{'benchmark':18} {'paging':7} {'exits':>7} {'in KVM_RUN':>11} {'outside':>11} {'outside %':>9}"]
     for w in rows:
         total = w["in_kvm_run"] + w["outside"]
