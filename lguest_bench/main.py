@@ -413,8 +413,10 @@ def where_row(name, paging, quick):
 
 
 def where_table(rows):
-    lines = ["Where the time goes, per op (a second run with KVM_RUN timed; outside includes HALT sleeps):",
-             f"{'benchmark':18} {'paging':7} {'exits':>7} {'in KVM_RUN':>11} {'outside':>11} {'outside %':>9}"]
+    lines = ["Where the time goes, per op (a second run with KVM_RUN timed; outside includes HALT "
+             "sleeps):",
+             f"{'benchmark':18} {'paging':7} {'exits':>7} {'in KVM_RUN':>11} {'outside':>11} "
+             f"{'outside %':>9}"]
     for w in rows:
         total = w["in_kvm_run"] + w["outside"]
         lines.append(f"{w['name']:18} {w['paging']:7} {w['exits_per_op']:>7.2f} "
