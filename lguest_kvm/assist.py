@@ -14,7 +14,8 @@ import ctypes
 import struct
 
 from . import abi
-from .kvm import KVM_INTERNAL_ERROR_EMULATION, KVM_SYNC_X86_REGS, kvm_regs, kvm_run, kvm_sregs
+from .kvm import (KVM_INTERNAL_ERROR_EMULATION, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, kvm_regs,
+                  kvm_run, kvm_sregs)
 from .switcher import FRAME_OFFSET
 
 TRAP_IN_SWITCHER = 256
@@ -431,15 +432,27 @@ def fixup_ud(lg):
 def resume(lg):
     (_, _, _, gs, fs, es, ds, edi, esi, ebp, ebx, edx, ecx, eax, _, _, eip, cs, eflags, esp,
      ss) = _FRAME.unpack_from(lg.hmem, FRAME_OFFSET)
-    if ((cs, ss, ds, es, fs, gs) == lg.captured_segs and lg.shadow.current.pml4 == lg.loaded_cr3
+    sync = lg.vm.sync_regs
+    new_root = lg.shadow.current.pml4 != lg.loaded_cr3
+    if ((cs, ss, ds, es, fs, gs) == lg.captured_segs and (sync or not new_root)
             and lg.ts == lg.loaded_ts and lg.switcher.gdt_generation == lg.captured_gdt
             and not (lg.shadow.changed and not lg.needs_assists)):
-        if lg.vm.sync_regs:
+        if sync:
             run_map = lg.vm.run_map
             _GPR8.pack_into(run_map, _RUN_REGS, eax & _M, ebx & _M, ecx & _M, edx & _M,
                             esi & _M, edi & _M, esp & _M, ebp & _M)
             _RIP_FLAGS.pack_into(run_map, _RUN_REGS + kvm_regs.rip.offset, eip & _M, eflags & _M)
-            lg.vm.run.kvm_dirty_regs = KVM_SYNC_X86_REGS
+            dirty = KVM_SYNC_X86_REGS
+            if new_root:
+                # H:865 A new shadow root (NEW_PGTABLE, or a flush that rebuilt it) while the Guest
+                # stays where it is: the special registers KVM gave us with the exit go back with
+                # only cr3 changed, so one KVM_RUN does what the Switcher's whole resume path and
+                # four register ioctls did.
+                # :*
+                lg.loaded_cr3 = lg.shadow.current.pml4
+                _U64.pack_into(run_map, _RUN_SREGS + kvm_sregs.cr3.offset, lg.loaded_cr3)
+                dirty |= KVM_SYNC_X86_SREGS
+            lg.vm.run.kvm_dirty_regs = dirty
         else:
             r = lg.kvm_regs
             lg.vm.set_regs(kvm_regs(eax & _M, ebx & _M, ecx & _M, edx & _M, esi & _M, edi & _M,

@@ -352,7 +352,9 @@ class Guest:
     def stopped_anywhere(self):
         if self.vm.sync_regs and self.vm.run.kvm_dirty_regs:
             # KVM stopped before it even took the registers we gave it: the frame still holds them.
+            # A new cr3 given with them (H:865) may not have been taken either: send it again.
             self.frame.trapnum = TRAP_KICKED
+            self.loaded_cr3 = None
             return
         # An exception KVM is still delivering belongs to the state it was raised in: leave it be.
         if self.vm.event_in_flight() or self.save_stopped_vcpu(self, TRAP_KICKED) is None:
