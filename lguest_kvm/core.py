@@ -15,7 +15,7 @@ import time
 
 from . import abi
 from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
-    KVM_EXIT_INTR, KVM_EXIT_MMIO, kvm_run_raw, kvm_sregs
+    KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, kvm_run_raw, kvm_sregs
 from .switcher import (Switcher, SWITCHER_PORT, SWITCHER_NMI_PORT, CR0_GUEST, CR0_TS,
                        INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
@@ -68,6 +68,8 @@ class Guest:
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
         self.timer_deadline = None            # monotonic ns when the clock event fires
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
+        self.window_tried = False             # an exit at the Guest's interrupt window was asked for
+        self.window_exits = 0                 # ... and taken
         self.trap_to_handle = False           # the frame holds a trap the run loop has not dealt with
         self.step = None                      # what the run loop is in the middle of, if anything
         self.stats = None                     # a stats.ExitStats when the Launcher wants them
@@ -287,8 +289,17 @@ class Guest:
     # :*
     def run_guest_once(self):
         f = self.frame
+        window = self.mid_switcher and not self.window_tried
         if self.mid_switcher:
-            pass                # the Switcher is still at work on the frame: write nothing to it
+            # H:212 The Switcher is still at work on the frame: write nothing to it.  But while it
+            # was, the loop could take no interrupt, timer or other Guest's IRQ; a Guest that then
+            # runs without ever exiting (a spin loop, under hardware paging) would never be looked
+            # at again.  So we ask KVM for an exit as soon as the vCPU could take an interrupt:
+            # that is once the Switcher has returned to the Guest, whose eflags always have IF set.
+            # (Once: a KVM that stops there still inside the Switcher is not asked again.)
+            # :*
+            self.vm.run.request_interrupt_window = window
+            self.window_tried = window
         elif self.in_switcher:
             f.trapnum = TRAP_IN_SWITCHER
             if self.shadow.changed:
@@ -303,6 +314,8 @@ class Guest:
         if st is not None:
             entered = st.entering()
         r = kvm_run_raw(self.vm.vcpu)
+        if window:
+            self.vm.run.request_interrupt_window = 0
         if st is not None:
             st.exited(entered, None)
         if r < 0:
@@ -315,6 +328,8 @@ class Guest:
         """Take in the exit KVM_RUN reported: 0 to go on, -EINTR for the Launcher's signal."""
         run_map = self.vm.run_map
         reason, port = _EXIT.unpack_from(run_map)
+        if not self.mid_switcher:
+            self.window_tried = False
         self.mid_switcher = False             # KVM ran, so the Switcher has moved on
         r = 0
         if reason == KVM_EXIT_INTR:
@@ -322,6 +337,9 @@ class Guest:
             # signal is the Launcher's, and read() returns EINTR for it.
             self.stopped_anywhere()
             r = 0 if self.kicker.drain() else -errno.EINTR
+        elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
+            self.window_exits += 1
+            self.stopped_anywhere()           # H:212: out of the Switcher, back in the Guest
         elif reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True
             trapnum = self.frame.trapnum
