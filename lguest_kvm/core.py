@@ -15,7 +15,7 @@ import time
 
 from . import abi
 from .kvm import VM, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, \
-    KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, kvm_run_raw, kvm_sregs
+    KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, kvm_run, kvm_run_raw, kvm_sregs
 from .switcher import (Switcher, SWITCHER_PORT, SWITCHER_NMI_PORT, CR0_GUEST, CR0_TS,
                        INITIAL_GUEST_GDT)
 from .page_tables import ShadowPages
@@ -298,7 +298,6 @@ class Guest:
             # that is once the Switcher has returned to the Guest, whose eflags always have IF set.
             # (Once: a KVM that stops there still inside the Switcher is not asked again.)
             # :*
-            self.vm.run.request_interrupt_window = window
             self.window_tried = window
         elif self.in_switcher:
             f.trapnum = TRAP_IN_SWITCHER
@@ -313,9 +312,11 @@ class Guest:
         st = self.stats
         if st is not None:
             entered = st.entering()
+        # Written before every entry, not just set and cleared: an exception from a signal
+        # handler may cut in anywhere after KVM_RUN, and a request left standing would make every
+        # later entry stop at once, the Guest never getting on.
+        _U8.pack_into(self.vm.run_map, _REQUEST_INTERRUPT_WINDOW, window)
         r = kvm_run_raw(self.vm.vcpu)
-        if window:
-            self.vm.run.request_interrupt_window = 0
         if st is not None:
             st.exited(entered, None)
         if r < 0:
@@ -439,10 +440,11 @@ def host_tsc_khz(vm):
     return 0
 
 
-_U32 = struct.Struct("<I")
+_U8 = struct.Struct("<B")
 _EXIT = struct.Struct("<8xI22xH")         # kvm_run.exit_reason, and io.port when it is an I/O exit
 _EXIT_REASON = 8
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _MMIO_ADDR = 32                           # kvm_run.mmio.phys_addr
+_REQUEST_INTERRUPT_WINDOW = kvm_run.request_interrupt_window.offset
 EXIT_NONE = 0xFFFFFFFF                    # our mark in kvm_run.exit_reason: no exit left to look at
