@@ -18,7 +18,6 @@ seconds since boot; and last {"event": "exit"} with the death message and the Ho
 """
 import argparse
 import errno
-import json
 import os
 import pathlib
 import struct
@@ -32,28 +31,11 @@ for p in (HERE.parent, HERE):
 
 from lguest_kvm import abi          # noqa: E402
 import guestrun                      # noqa: E402
+from lguest_bench.devices import emit, parse   # noqa: E402,F401 - one event protocol for both
 
 SHARED = 0x400000
 
 
-def emit(**kw):
-    sys.stdout.write(json.dumps(kw) + "\n")
-    sys.stdout.flush()
-
-
-def parse(line):
-    """'progress 4096' -> {event: progress, n: 4096}; 'recv a=1 b=2' -> {event: recv, a: 1, b: 2}."""
-    words = line.split()
-    if not words:
-        return None
-    out = {"event": words[0]}
-    for w in words[1:]:
-        if "=" in w:
-            k, v = w.split("=", 1)
-            out[k] = int(v) if v.isdigit() else v
-        elif w.isdigit():
-            out["n"] = int(w)
-    return out
 
 
 def build_image(role, defines=()):
