@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lguest_bench import devices            # noqa: E402
+from launcher.devices import DMA_SIZE       # noqa: E402
 
 MIB = 1 << 20
 PAGE = 4096
@@ -190,44 +191,64 @@ def launcher_cmd(disk, image):
 # --- the instrumented Launcher (this script with --child) ------------------------------------------
 
 class TimedHost:
-    """lguest_kvm's Host object, with read() and the LHREQ_IRQ write timed for block requests."""
+    """lguest_kvm's Host object, with read() and the LHREQ_IRQ write timed for block requests.
+
+    The probe's own work is kept out of the figures as far as it can be: in read() it runs before
+    the clock is read, in write() after.  The first GETDMA's answer, the reply buffer of the first
+    request, is kept (its struct lguest_dma) for the baseline to read into the same iovecs."""
 
     def __init__(self, lg, probe):
         self._lg, self._probe = lg, probe
+        self._irq_word = struct.pack("<I", probe["LHREQ_IRQ"])
+        self._getdma_word = struct.pack("<I", probe["LHREQ_GETDMA"])
 
     def __getattr__(self, name):
         return getattr(self._lg, name)
 
     def read(self, n):
         r = self._lg.read(n)
-        t = time.perf_counter_ns()
         p = self._probe
-        p["pending"] = t if len(r) == 8 and p["key"] is not None and \
-            struct.unpack("<II", r)[1] == p["key"] else None
+        mine = len(r) == 8 and p["key"] is not None and struct.unpack("<II", r)[1] == p["key"]
+        p["pending"] = t = time.perf_counter_ns() if mine else None
+        if mine and p["irq_at"] is not None:   # how long the Guest took to send the next one
+            p["gap"].append(t - p["irq_at"])
+        p["irq_at"] = None
         return r
 
     def write(self, buf):
+        t = time.perf_counter_ns()
         p = self._probe
-        if p["pending"] is not None and len(buf) == 8:
-            req, arg = struct.unpack("<II", buf)
-            if req == p["LHREQ_IRQ"] and arg < 32:
-                p["total"].append(time.perf_counter_ns() - p["pending"])
-                p["pending"] = None
-        return self._lg.write(buf)
+        if p["pending"] is None:
+            return self._lg.write(buf)
+        word = bytes(buf[:4])
+        if word == self._irq_word:
+            p["total"].append(t - p["pending"])
+            p["pending"] = None
+            r = self._lg.write(buf)
+            p["irq_at"] = time.perf_counter_ns()
+            return r
+        r = self._lg.write(buf)
+        if word == self._getdma_word and p["dma"] is None:
+            p["dma"] = (r, bytes(memoryview(self._lg.memory)[r:r + DMA_SIZE]))
+            p["pending"] += time.perf_counter_ns() - t
+        return r
 
 
 def child(argv):
+    """One instrumented Launcher run.  mode "split" times every request and, inside it, the preadv
+    and GETDMA (their wrappers cost a little, charged to "rest"); "again" does that plus one more
+    preadv of the same bytes after each of the Launcher's; "total" times only whole requests."""
     disk, image, out, mode = argv
-    again = mode == "again"
+    split, again = mode in ("split", "again"), mode == "again"
     import lguest_kvm
     from lguest_kvm import abi
-    from launcher import block, main as lmain
+    from launcher import block, devices as ldevices, main as lmain
 
     probe = {"key": None, "pending": None, "total": [], "preadv": [], "getdma": [],
-             "again": [], "sections": None, "direct": None, "LHREQ_IRQ": abi.LHREQ_IRQ}
+             "again": [], "dma": None, "direct": None, "irq_at": None, "gap": [],
+             "LHREQ_IRQ": abi.LHREQ_IRQ, "LHREQ_GETDMA": abi.LHREQ_GETDMA}
     real_open, real_init = lguest_kvm.open, block.Block.__init__
-    real_all, real_iov = block.Block._all, block.Block._request_iov
-    real_getdma = lmain.Launcher.getdma
+    real_all, real_getdma = block.Block._all, lmain.Launcher.getdma
 
     def open_(*a, **kw):
         return TimedHost(real_open(*a, **kw), probe)
@@ -249,12 +270,6 @@ def child(argv):
                 probe["pending"] += t2 - t1
         return n
 
-    def iov_(self, dma, reply, write):
-        s = real_iov(self, dma, reply, write)
-        if probe["sections"] is None:
-            probe["sections"] = s
-        return s
-
     def getdma(self, key):
         t = time.perf_counter_ns()
         r = real_getdma(self, key)
@@ -263,38 +278,48 @@ def child(argv):
         return r
 
     lguest_kvm.open, block.Block.__init__ = open_, init
-    block.Block._all, block.Block._request_iov = staticmethod(all_), iov_
-    lmain.Launcher.getdma = getdma
+    if split:
+        block.Block._all, lmain.Launcher.getdma = staticmethod(all_), getdma
     rc = lmain.main([f"--block={disk}", "64", image])
     sys.stdout.flush()
     if rc != 0:
         return rc
 
-    # The baseline: the same offsets, the same iov shape, the same kind of memory and descriptor.
+    # The baseline: the same offsets, the same iovecs (the first request's struct lguest_dma, put
+    # through the Launcher's own dma_buffers() at the same address of a memory of the same size and
+    # kind), the same kind of descriptor.  Two passes back to back; then one pass paced like the
+    # Guest, each read after a busy wait as long as the Guest's median time between requests.
     mem = lguest_kvm.guest_memory(64 * MIB + 3 * PAGE)
-    mv = memoryview(mem)
-    iov = [mv[a:a + n] for a, n in probe["sections"]]
-    want = sum(len(b) for b in iov)
-    fd = -1
+    dl = ldevices.DeviceList(mem, 64 * MIB)
+    dma, raw = probe["dma"]
+    dl.mv[dma:dma + len(raw)] = raw
+    iov, want, _ = dl.dma_buffers(dma)
+    niov = len(iov)
     if probe["direct"]:
         fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC | block.O_DIRECT)
     else:
         fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC)
     size = os.fstat(fd).st_size
-    base = []
+    gap = int(statistics.median(probe["gap"]))
+    base, paced = [], []
     try:
-        for _ in range(2):
+        for out_, wait in ((base, 0), (base, 0), (paced, gap)):
             for off in range(0, size - want + 1, want):
+                if wait:
+                    end = time.perf_counter_ns() + wait
+                    while time.perf_counter_ns() < end:
+                        pass
                 t = time.perf_counter_ns()
                 n = os.preadv(fd, iov, off)
-                base.append(time.perf_counter_ns() - t)
+                out_.append(time.perf_counter_ns() - t)
                 assert n == want, n
     finally:
         os.close(fd)
-        del iov, mv
+        del iov
+        dl.close()
     pathlib.Path(out).write_text(json.dumps({
         "total": probe["total"], "preadv": probe["preadv"], "getdma": probe["getdma"],
-        "again": probe["again"],
+        "again": probe["again"], "gap": probe["gap"], "paced": paced, "iovecs": niov,
         "baseline": base, "direct": probe["direct"], "req_bytes": want}))
     return 0
 
@@ -309,10 +334,17 @@ def mean_us(xs):
     return statistics.fmean(xs) / 1000
 
 
+def _rest(c):
+    return [t - p - g for t, p, g in zip(c["total"], c["preadv"], c["getdma"])]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=64, help="disk size in MiB (64)")
     ap.add_argument("--runs", type=int, default=3, help="end-to-end runs (3)")
+    ap.add_argument("--timed", type=int, default=3,
+                    help="instrumented runs for the Launcher/preadv ratio, each with its own "
+                         "baseline (3)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -339,15 +371,15 @@ def main(argv=None):
                 raise RuntimeError(f"the Guest says {r['stats']}")
             e2e.append(r)
         child_runs = {}
-        for mode in ("plain", "again"):
-            out = pathlib.Path(tmp) / f"child-{mode}.json"
+        for i, mode in enumerate(["split"] * a.timed + ["again"]):
+            out = pathlib.Path(tmp) / f"child-{i}.json"
             cr = run_launcher([sys.executable, str(pathlib.Path(__file__).resolve()), "--child",
                                str(disk), str(image), str(out), mode])
             if cr["stats"] != {"requests": nreq, "failed": 0, "bad": 0}:
                 raise RuntimeError(f"the Guest says {cr['stats']}")
-            child_runs[mode] = (cr, json.loads(out.read_text()))
-        r, c = child_runs["plain"]
-        again = child_runs["again"][1]["again"]
+            child_runs.setdefault(mode, []).append((cr, json.loads(out.read_text())))
+        timed = child_runs["split"]
+        again = child_runs["again"][0][1]["again"]
 
     secs = sorted(x["seconds"] for x in e2e)
     best, med = secs[0], statistics.median(secs)
@@ -356,33 +388,45 @@ def main(argv=None):
     print(f"  runs (s)            {' '.join('%.3f' % s for s in secs)}")
     print(f"  median              {size / MIB / med:8.1f} MiB/s   {med / nreq * 1e6:8.1f} us/request")
     print(f"  best                {size / MIB / best:8.1f} MiB/s   {best / nreq * 1e6:8.1f} us/request")
+    r = timed[0][0]
     print(f"  instrumented run    {size / MIB / r['seconds']:8.1f} MiB/s   "
           f"{r['seconds'] / nreq * 1e6:8.1f} us/request")
     print()
-    total, pre, gd, base = c["total"], c["preadv"], c["getdma"], c["baseline"]
+    c = timed[0][1]
     how = "O_DIRECT" if c["direct"] else "buffered"
-    print(f"per 64 KiB request ({how}; {len(total)} requests, baseline {len(base)} preadv calls)")
+    print(f"per 64 KiB request ({how}; {len(c['total'])} requests; {c['iovecs']} iovec(s) per "
+          f"preadv; each baseline {len(c['baseline'])} + {len(c['paced'])} preadv calls)")
     print("                                             median us   mean us")
-    rows = [("Launcher: read() returns -> LHREQ_IRQ write", total),
-            ("  of which its preadv (block._all)", pre),
-            ("  of which GETDMA (Launcher.getdma)", gd),
-            ("  rest (Python: parse, check, iov, result)",
-             [t - p - g for t, p, g in zip(total, pre, gd)]),
-            ("host os.preadv, same bytes, same memoryviews", base),
-            ("(run 2) host os.preadv again, live Guest mem", again)]
+    rows = []
+    for i, (_, c) in enumerate(timed, 1):
+        rows += [(f"run {i}: Launcher, read() returns -> LHREQ_IRQ", c["total"]),
+                 ("  of which its preadv (block._all)", c["preadv"]),
+                 ("  of which GETDMA (Launcher.getdma)", c["getdma"]),
+                 ("  rest (Python: parse, check, iov, result)", _rest(c)),
+                 ("  host os.preadv, same bytes, same iovecs", c["baseline"]),
+                 ("  the same, paced like the Guest", c["paced"]),
+                 ("  (the Guest's time between requests)", c["gap"])]
+    rows.append((f"run {len(timed) + 1}: host os.preadv again, live Guest mem", again))
     for name, xs in rows:
-        print(f"  {name:<44} {med_us(xs):9.1f} {mean_us(xs):9.1f}")
-    ratio_med = med_us(total) / med_us(base)
-    ratio_mean = mean_us(total) / mean_us(base)
-    print(f"  Launcher / host preadv: {ratio_med:.2f}x (median), {ratio_mean:.2f}x (mean); "
-          f"target <= 1.2x")
+        print(f"  {name:<46} {med_us(xs):7.1f} {mean_us(xs):9.1f}")
+    ratios = {
+        "host preadv": [med_us(c["total"]) / med_us(c["baseline"]) for _, c in timed],
+        "host preadv paced like the Guest": [med_us(c["total"]) / med_us(c["paced"])
+                                             for _, c in timed],
+        "its own preadv": [med_us(c["total"]) / med_us(c["preadv"]) for _, c in timed]}
+    print("  Launcher / ...                             per run          median")
+    for name, xs in ratios.items():
+        print(f"    {name:<38} {' '.join('%.2fx' % x for x in xs):<16} "
+              f"{statistics.median(xs):.2f}x")
+    print("  target <= 1.2x")
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps({
             "benchmark": "block", "kvm_kind": kind, "mib": a.mib, "requests": nreq,
             "e2e_seconds": secs, "instrumented_seconds": r["seconds"], "direct": c["direct"],
-            "median_us": {n.strip(): med_us(x) for n, x in rows},
+            "iovecs": c["iovecs"], "median_us": {n.strip(): med_us(x) for n, x in rows},
             "mean_us": {n.strip(): mean_us(x) for n, x in rows},
-            "ratio_median": ratio_med, "ratio_mean": ratio_mean}, indent=1))
+            "ratios": ratios, "ratio_medians": {k: statistics.median(v) for k, v in ratios.items()}},
+            indent=1))
     return 0
 
 

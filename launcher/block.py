@@ -76,6 +76,7 @@ class Block(Device):
             raise
         self.mv = devices.mv
         self.align = SECTOR
+        self.last_how = None
         _NUM_SECTORS.pack_into(self.mv, self.page + NUM_SECTORS_OFF, self.size // SECTOR)
         launcher.verbose("device %d (irq %d): block %s, %d sectors, %s" % (
             self.index, self.irq, path, self.size // SECTOR,
@@ -93,23 +94,24 @@ class Block(Device):
         reply = launcher.getdma(self.page)
         irq = self._reply_irq(reply)
         try:
-            sections = self._request_iov(dma, reply, write)
+            if not write and reply is None:
+                raise BlockError("read without a reply buffer bound")
+            iov, total, bits = self.devices.dma_buffers(dma if write else reply)
             off = sector * SECTOR
-            total = sum(n for _, n in sections)
             if total != nbytes:
                 raise BlockError("%s of %u bytes but buffers of %u" % (
                     "write" if write else "read", nbytes, total))
             if off >= self.size or off + nbytes > self.size:
                 raise BlockError("%s at sector %u (%u bytes) is past the end (%u sectors)" % (
                     "write" if write else "read", sector, nbytes, self.size // SECTOR))
-            if write and self.read_only:
-                raise OSError(errno.EROFS, "write refused: the file is read-only")
             if write:
+                if self.read_only:
+                    raise OSError(errno.EROFS, "write refused: the file is read-only")
                 self._check_growth(launcher, _what(write, sector), off, nbytes)
-            done, how = self._io(sections, off, write, total)
+            done = self._io(iov, off, write, total, bits)
             if launcher.opts.verbose:
                 launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
-                    "WRITE" if write else "READ", done, sector, how))
+                    "WRITE" if write else "READ", done, sector, self.last_how))
             if done != nbytes:
                 launcher.warn("block: %s: %s" % (_what(write, sector), self._short(off, nbytes, done)))
         except (BlockError, InvalidAddress) as e:
@@ -159,30 +161,27 @@ class Block(Device):
         irq = self.devices.used_len(reply)      # the Host checked this address
         return irq if 0 < irq < 32 else self.irq
 
-    def _request_iov(self, dma, reply, write):
-        if not write and reply is None:
-            raise BlockError("read without a reply buffer bound")
-        return self.devices.dma_sections(dma if write else reply)
-
     # L:680 The transfer itself: straight between the file and the memoryviews of Guest memory.
-    # O_DIRECT when every buffer, every length and the offset are aligned; if the filesystem still
-    # says EINVAL (it wants bigger alignment than we guessed), we learn that and use the ordinary
-    # descriptor from then on for such requests.
+    # O_DIRECT when every buffer, every length and the offset are aligned (`bits` is all of the
+    # buffers' addresses and lengths OR-ed together); if the filesystem still says EINVAL (it
+    # wants bigger alignment than we guessed), we learn that and use the ordinary descriptor from
+    # then on for such requests.
     # :*
-    def _io(self, sections, off, write, total):
-        fd, mv = self.fd, self.mv
-        if self.direct_fd >= 0 and self._aligned(sections, off):
+    def _io(self, iov, off, write, total, bits):
+        fd = self.fd
+        if self.direct_fd >= 0 and not (bits | off) & (self.align - 1):
             fd = self.direct_fd
-        iov = [mv[a:a + n] for a, n in sections]
         op = os.pwritev if write else os.preadv
         try:
-            how = "O_DIRECT" if fd == self.direct_fd else "buffered"
-            return self._all(op, fd, iov, off, total), how
+            done = self._all(op, fd, iov, off, total)
+            self.last_how = "O_DIRECT" if fd == self.direct_fd else "buffered"
+            return done
         except OSError as e:
             if fd != self.direct_fd or e.errno != errno.EINVAL:
                 raise
             self.align = mmap.PAGESIZE if self.align < mmap.PAGESIZE else 1 << 30
-            return self._all(op, self.fd, iov, off, total), "buffered"
+            self.last_how = "buffered"
+            return self._all(op, self.fd, iov, off, total)
 
     @staticmethod
     def _all(op, fd, iov, off, want):
@@ -194,16 +193,6 @@ class Block(Device):
             if n <= 0 or total >= want:
                 return total
             iov = _advance(iov, n)
-
-    def _aligned(self, sections, off):
-        # Guest memory is page-aligned, so a gpa's alignment is its address's alignment.
-        a = self.align
-        if off % a:
-            return False
-        for gpa, n in sections:
-            if gpa % a or n % a:
-                return False
-        return True
 
     # Written data must be on the disk when we exit: the Guest was told it was.
     def close(self):

@@ -17,6 +17,8 @@
 """The device descriptor page, device pages and DMA buffer lists (launcher side)."""
 import ctypes
 import struct
+from functools import reduce
+from operator import add, or_
 
 from lguest_kvm import abi
 
@@ -31,6 +33,7 @@ _DESC = struct.Struct("<HHHHI")                 # struct lguest_device_desc, 12 
 _U32 = struct.Struct("<I")
 _DMA_ADDRS = struct.Struct("<16I")
 _DMA_LENS = struct.Struct("<16H")
+_DMA = struct.Struct("<I16I16H")                # used_len, addr[16], len[16]
 assert _DESC.size == 12 and _DESC.size == struct.calcsize("<HHHHI")
 
 
@@ -91,6 +94,7 @@ class DeviceList:
         self.mem = mem
         self.top = mem + PAGE_SIZE
         self.devices = []
+        self._by_key = None
         self._next_index = 0
         if self.top > len(self.mv):
             raise ValueError("Guest memory has no room for the device descriptor page")
@@ -116,16 +120,20 @@ class DeviceList:
 
     def add(self, dev):
         self.devices.append(dev)
+        self._by_key = None
 
     def descriptor(self, index):
         """(type, features, status, num_pages, pfn) of one descriptor."""
         return _DESC.unpack_from(self.mv, self.mem + index * _DESC.size)
 
     def find_output(self, key):
-        for dev in self.devices:
-            if dev.handle_output is not None and dev.watch_key == key:
-                return dev
-        return None
+        by_key = self._by_key
+        if by_key is None:                      # built once, after the last device was added
+            by_key = self._by_key = {}
+            for dev in reversed(self.devices):
+                if dev.handle_output is not None:
+                    by_key[dev.watch_key] = dev
+        return by_key.get(key)
 
     # L:470 Trust nothing the Guest hands us.  A struct lguest_dma is a used_len and up to 16
     # (address, length) sections; every address must lie below top, checked the way 2.6.23's
@@ -154,7 +162,37 @@ class DeviceList:
 
     def dma_iov(self, dma):
         """The sections of the lguest_dma at `dma` as memoryviews of Guest memory."""
-        return [self.mv[a:a + n] for a, n in self.dma_sections(dma)]
+        return self.dma_buffers(dma)[0]
+
+    # L:475 The same, for the hot path every device request takes: the sections as memoryviews,
+    # their total, and every address and length OR-ed together (an O_DIRECT transfer needs them
+    # all aligned).  Python pays for every bytecode here, so there is one unpack of the whole
+    # struct and the loops over the sections run in C (map, max, sum).  Sections that follow each
+    # other in Guest-physical memory, as a buffer of consecutive pages does, become one memoryview:
+    # fewer objects for us and fewer iovecs for the kernel.  A bad section goes back to
+    # dma_sections() to be named.
+    # :*
+    def dma_buffers(self, dma):
+        """(memoryviews, total bytes, OR of every address and length) of the lguest_dma at `dma`."""
+        top = self.top
+        if dma >= top or dma + DMA_SIZE >= top:
+            raise InvalidAddress(dma, DMA_SIZE)
+        f = _DMA.unpack_from(self.mv, dma)
+        lens = f[17:]
+        if 0 in lens:
+            lens = lens[:lens.index(0)]
+            if not lens:
+                return [], 0, 0
+        addrs = f[1:1 + len(lens)]
+        ends = tuple(map(add, addrs, lens))
+        if ends[:-1] == addrs[1:]:              # one run of memory
+            if ends[-1] >= top:
+                self.dma_sections(dma)
+            return [self.mv[addrs[0]:ends[-1]]], ends[-1] - addrs[0], addrs[0] | (ends[-1] - addrs[0])
+        if max(ends) >= top:
+            self.dma_sections(dma)              # raises InvalidAddress for the first bad one
+        iov = list(map(self.mv.__getitem__, map(slice, addrs, ends)))
+        return iov, sum(lens), reduce(or_, addrs, reduce(or_, lens))
 
     def used_len(self, dma):
         self.check_pointer(dma, 4)
@@ -174,4 +212,4 @@ def iov_len(iov):
     return sum(len(b) for b in iov)
 
 
-assert DMA_SIZE == ctypes.sizeof(abi.lguest_dma)
+assert DMA_SIZE == ctypes.sizeof(abi.lguest_dma) == _DMA.size

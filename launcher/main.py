@@ -114,7 +114,8 @@ class Options:
         return "".join(a + " " for a in self.kernel_args)
 
 
-_IRQ_REQ = [struct.pack("<II", abi.LHREQ_IRQ, irq) for irq in range(abi.LGUEST_IRQS)]
+_DMA_KEY = struct.Struct("<II")            # what read() returns: {dma, key}; also a request and its word
+_IRQ_REQ = [_DMA_KEY.pack(abi.LHREQ_IRQ, irq) for irq in range(abi.LGUEST_IRQS)]
 _LONG = {"verbose": None, "sharenet": "FILE", "tunnet": "IPV4|bridge:NAME", "block": "FILE",
          "initrd": "FILE", "paging": "shadow|direct", "stats": None, "help": None}
 
@@ -394,7 +395,7 @@ class Launcher:
                 continue
             if len(r) != 8:
                 return self.death(r)
-            dma, key = struct.unpack("<II", r)
+            dma, key = _DMA_KEY.unpack(r)
             try:
                 self.handle_output(dma, key)
             except GuestDied:
@@ -451,7 +452,7 @@ class Launcher:
     def getdma(self, key):
         """The gpa of a receive buffer the Guest bound to `key` (its IRQ in used_len), or None."""
         try:
-            return self.lg.write(struct.pack("<II", abi.LHREQ_GETDMA, key))
+            return self.lg.write(_DMA_KEY.pack(abi.LHREQ_GETDMA, key))
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise Fatal(f"GETDMA: {e.strerror}") from None

@@ -66,6 +66,7 @@ class Guest:
         self.exits = {}                       # exit counts by vector, for benchmarks
         self.needs_assists = kvm.kind == "kvm-pvm" and paging == "shadow"
         self.dma = [None] * abi.LGUEST_MAX_DMA  # BIND_DMA records
+        self.dma_latest = {}                    # GETDMA's memory of them (io.get_dma)
         self.timer_deadline = None            # monotonic ns when the clock event fires
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
         self.window_tried = False             # an exit at the Guest's interrupt window was asked for

@@ -63,6 +63,7 @@ def bind_dma(lg, key, dmas, num, irq):
         for i, info in enumerate(lg.dma):
             if info is not None and _same_key(lg, info, key, shared) and info.dmas == dmas:
                 lg.dma[i] = None
+                lg.dma_latest.clear()
                 if shared is not None:
                     lg.registry.unbind(lg.guestid, i)
                 return 1
@@ -70,6 +71,7 @@ def bind_dma(lg, key, dmas, num, irq):
     for i, info in enumerate(lg.dma):
         if info is None:
             lg.dma[i] = DmaInfo(key, dmas, num, irq, shared)
+            lg.dma_latest.clear()
             if shared is not None:
                 lg.registry.bind(lg.guestid, i, shared, dmas, num, irq)
             return 1
@@ -99,25 +101,42 @@ def send_dma(lg, key, udma):
 # Host cannot read kills it as 2.6.23's lgread() did, which then went on as if it read zeros.
 # :*
 def get_dma(lg, key):
-    if not key_ok(lg, key):
+    if key % 4 or key + 4 > len(lg.mem):                # key_ok(), inline: once per device request
         lg.kill_guest("bad registered DMA buffer")
         return -errno.ENOENT
-    shared = key_identity(lg, key)
-    info = None                                 # the most recent binding of the key
+    shared = lg.keys.identity(key)
+    # The Launcher asks for the same key again and again (a device's requests), and the answer
+    # changes only when a binding does: BIND_DMA forgets what we found here.
+    known = key if shared is None else shared
+    info = lg.dma_latest.get(known, _UNKNOWN)
+    if info is _UNKNOWN:
+        info = lg.dma_latest[known] = _latest_binding(lg, key, shared)
+    if info is None or info.num_dmas == 0:
+        return -errno.ENOENT
+    mem, address_ok = lg.mem, lg.address_ok
+    addr = info.dmas
+    for _ in range(info.num_dmas):
+        if not address_ok(addr, DMA_SIZE):
+            lg.kill_guest("bad read address %#x len %u" % (addr, DMA_SIZE))
+            break
+        if _U32.unpack_from(mem, addr + _USED_LEN)[0] == 0:
+            break
+        addr += DMA_SIZE
+    else:
+        addr -= DMA_SIZE                        # none free: the last one, as 2.6.23 did
+    lg.lgwrite_u32(addr + _USED_LEN, info.interrupt)
+    return addr
+
+
+_UNKNOWN = object()
+
+
+def _latest_binding(lg, key, shared):
+    info = None
     for d in lg.dma:
         if d is not None and _same_key(lg, d, key, shared) and (info is None or d.order > info.order):
             info = d
-    if info is None or info.num_dmas == 0:
-        return -errno.ENOENT
-    for i in range(info.num_dmas):
-        addr = info.dmas + i * DMA_SIZE
-        if not lg.address_ok(addr, DMA_SIZE):
-            lg.kill_guest("bad read address %#x len %u" % (addr, DMA_SIZE))
-            break
-        if lg.peek_u32(addr + _USED_LEN) == 0:
-            break
-    lg.lgwrite_u32(addr + _USED_LEN, info.interrupt)
-    return addr
+    return info
 
 
 # H:790 Guest to Guest (2.6.23's send_dma to a shared key, and dma_transfer).  Under the registry
@@ -248,3 +267,4 @@ def copy_sections(src_mem, src, dst_mem, dst):
 def release_bindings(lg):
     """close(): forget every binding (2.6.23's release unbound all the Guest's arrays)."""
     lg.dma = [None] * abi.LGUEST_MAX_DMA
+    lg.dma_latest.clear()

@@ -133,8 +133,13 @@ def test_getdma_from_the_launcher():
             with pytest.raises(OSError) as e:
                 lg.write(req(abi.LHREQ_GETDMA, PKEY + 1))
             seen["badkey"] = e.value.errno
+        elif tag == 5:
+            with pytest.raises(OSError) as e:
+                lg.write(req(abi.LHREQ_GETDMA, PKEY))
+            seen["unbound_again"] = e.value.errno
     why, text, _, _ = run_one(3, on_ask=on_ask)
     assert seen["unbound"] == errno.ENOENT
+    assert seen["unbound_again"] == errno.ENOENT    # an unbind is seen at once
     assert seen["irq"] == 7
     assert seen["order"] == [0, 1, 2, 2]         # first free from index 0; the last when none is
     assert seen["last_used"] == 7

@@ -68,6 +68,42 @@ def test_dma_sections_are_checked_against_top():
     dl.close()
 
 
+def test_dma_buffers_merge_consecutive_sections_and_check_them_all():
+    mem = 2 * MB
+    buf = lguest_kvm.guest_memory(mem + 2 * PAGE_SIZE)
+    dl = DeviceList(buf, mem)
+    top = dl.top
+    dma = 0x3000
+    dma_at = struct.Struct("<I16I16H")
+
+    def put(*sections):
+        addrs = [a for a, _ in sections] + [0] * (16 - len(sections))
+        lens = [n for _, n in sections] + [0] * (16 - len(sections))
+        dma_at.pack_into(buf, dma, 0, *addrs, *lens)
+        return dl.dma_buffers(dma)
+
+    for i in range(16 * PAGE_SIZE):
+        buf[0x10000 + i] = i % 251
+    iov, total, bits = put(*[(0x10000 + i * PAGE_SIZE, PAGE_SIZE) for i in range(16)])
+    assert len(iov) == 1 and total == 16 * PAGE_SIZE and not bits % PAGE_SIZE
+    assert bytes(iov[0]) == bytes(buf[0x10000:0x20000])
+    iov, total, bits = put((0x10000, 100), (0x10064, 412))        # consecutive, odd lengths
+    assert [len(b) for b in iov] == [512] and total == 512 and bits % 512 == 0
+    iov, total, bits = put((0x10000, 512), (0x12000, 100), (0x11000, 4))
+    assert [bytes(b) for b in iov] == [bytes(buf[0x10000:0x10200]), bytes(buf[0x12000:0x12064]),
+                                       bytes(buf[0x11000:0x11004])]
+    assert total == 616 and bits & 3 == 0 and bits & 511
+    assert put() == ([], 0, 0)
+    assert put((0x10000, 8), (0, 0), (0x11000, 8))[1] == 8           # a zero length ends the list
+    for bad in [((top - 11, 11),), ((0x10000, 8), (top, 4)),
+                ((top - 16, 8), (top - 8, 8))]:                       # merged or not, below top
+        with pytest.raises(InvalidAddress):
+            put(*bad)
+    with pytest.raises(InvalidAddress):
+        dl.dma_buffers(top - 100)
+    dl.close()
+
+
 @pytest.fixture(scope="module")
 def ln_console():
     return build("ln_console.c")

@@ -125,6 +125,7 @@ int main(void)
 	ask(2, __pa(rx));			/* GETDMA: buffer by buffer, then the last one */
 	printk("irq7=%u rx0=%u:%s\n", irqs[7], (unsigned)rx[0].used_len, rxbuf[0]);
 	bind(PKEY, __pa(rx), 0, 0);
+	ask(5, 0);				/* unbound again: ENOENT */
 	bind(PKEY, __pa(&rx[1]), 1, 3);
 	bind(PKEY, __pa(&rx[2]), 1, 4);		/* the most recent binding of a key wins */
 	ask(3, __pa(rx));
