@@ -32,8 +32,19 @@
  *	count=0 (no check of the number of hypercalls).  A #GP on `inb $imm8`
  *	(pio) reads 0xFF, as the Python Host's emulation does.
  *
+ *	Shadow paging's two hypercalls (pte-update, context-switch) need the
+ *	Python Host's shadow roots, which live in the Host slot we copied but
+ *	whose bookkeeping does not: root=CR3:PML4 names each root (the Guest's
+ *	page directory and the shadow's top level), cr3=PML4 the one loaded,
+ *	pte=CR3:VADDR:INDEX the 64-bit word of the Host slot that shadows VADDR
+ *	in CR3's root, and pfns=N the Guest pages a PTE may point at.
+ *	NEW_PGTABLE switches to a known root (on kvm-pvm by handing KVM the new
+ *	cr3 with the exit's sregs, on hardware KVM by the frame's cr3 request),
+ *	SET_PTE rewrites a known entry as page_tables.py does; a directory or
+ *	an entry we were not told of ends the run: it would need a real Host.
+ *
  * Output, one line: "laps_ns=a,b,... hcalls=H internal_exits=I io_exits=O
- * crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
+ * ... ptes=P switches=S crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
  * message on stderr: a benchmark that quietly measured something else would
  * be worse than none. */
 #define _GNU_SOURCE
@@ -59,7 +70,13 @@
 #define LHCALL_FLUSH_ASYNC	0
 #define LHCALL_LGUEST_INIT	1
 #define LHCALL_CRASH		2
+#define LHCALL_NEW_PGTABLE	4
 #define LHCALL_SEND_DMA		13
+#define LHCALL_SET_PTE		14
+#define MAX_ROOTS		8
+#define PTE_A			0x20
+#define PTE_D			0x40
+#define PTE_RW			0x2
 #define LHCALL_RING_SIZE	64
 #define MAX_LAPS		64
 
@@ -275,6 +292,15 @@ static int nlaps;
 static int64_t laps[MAX_LAPS], lap_start;
 static char crash[128];
 static int crashed;
+static long ptes, switches;
+static struct { uint32_t cr3; uint64_t pml4; } roots[MAX_ROOTS];
+static struct { uint32_t cr3, vaddr; uint64_t index; } pte_at[MAX_ROOTS];
+static int nroots, npte;
+static uint64_t cur_pml4, new_pml4;	/* new_pml4: hardware KVM loads it on the next entry */
+static uint64_t loaded_pml4;		/* kvm-pvm: the cr3 KVM has */
+static uint32_t pfns;
+static uint64_t *host_q;
+static size_t host_words;
 
 static uint8_t *guest_phys(uint32_t gpa, uint32_t len)
 {
@@ -284,7 +310,7 @@ static uint8_t *guest_phys(uint32_t gpa, uint32_t len)
 }
 
 /* What the benchmark Guest asks: the least a Host must do for it. */
-static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2)
+static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2, uint32_t a3)
 {
 	hcalls++;
 	switch (call) {
@@ -313,6 +339,41 @@ static void do_hcall(uint32_t call, uint32_t a1, uint32_t a2)
 			die("more lap markers than laps");
 		laps[markers++] = t - lap_start;
 		lap_start = now_ns();
+		break;
+	}
+	case LHCALL_NEW_PGTABLE: {	/* page_tables.py new_pgtable(), for a root it has */
+		int i;
+
+		for (i = 0; i < nroots && roots[i].cr3 != a1; i++)
+			;
+		if (i == nroots)
+			die("NEW_PGTABLE to %#x, a directory with no shadow root yet", a1);
+		if (roots[i].pml4 != cur_pml4)
+			new_pml4 = cur_pml4 = roots[i].pml4;
+		switches++;
+		break;
+	}
+	case LHCALL_SET_PTE: {		/* page_tables.py set_pte(), for an entry it has */
+		uint32_t gpte = a3;
+		int i;
+
+		for (i = 0; i < npte && !(pte_at[i].cr3 == a1 && pte_at[i].vaddr >> 12 == a2 >> 12); i++)
+			;
+		if (i == npte)
+			die("SET_PTE of %#x in %#x, an entry with no shadow", a2, a1);
+		if (gpte & (PTE_A | PTE_D)) {
+			uint64_t flags = gpte & 0xFFF & ~0x100;		/* not global */
+
+			if (gpte & (0x8 | 0x80) || gpte >> 12 >= pfns)
+				die("SET_PTE %#x: the Python Host would kill this Guest", gpte);
+			if (!(gpte & PTE_D))
+				flags &= ~PTE_RW;
+			host_q[pte_at[i].index] = (gpte & 0xFFFFF000) | flags;
+		} else {
+			host_q[pte_at[i].index] = 0;
+		}
+		new_pml4 = cur_pml4;		/* the TLB must forget the old entry */
+		ptes++;
 		break;
 	}
 	case LHCALL_CRASH:
@@ -383,6 +444,31 @@ static void option(const char *arg)
 		next_call = v % LHCALL_RING_SIZE;
 	else if (!strncmp(arg, "count=", 6))
 		check_count = v;
+	else if (!strncmp(arg, "root=", 5)) {
+		char *end;
+
+		if (nroots == MAX_ROOTS)
+			die("too many roots");
+		roots[nroots].cr3 = strtoul(arg + 5, &end, 0);
+		if (*end != ':')
+			die("root=%s is not CR3:PML4", arg + 5);
+		roots[nroots++].pml4 = strtoull(end + 1, NULL, 0);
+	} else if (!strncmp(arg, "pte=", 4)) {
+		char *end, *end2;
+
+		if (npte == MAX_ROOTS)
+			die("too many pte=");
+		pte_at[npte].cr3 = strtoul(arg + 4, &end, 0);
+		if (*end != ':')
+			die("pte=%s is not CR3:VADDR:INDEX", arg + 4);
+		pte_at[npte].vaddr = strtoul(end + 1, &end2, 0);
+		if (*end2 != ':')
+			die("pte=%s is not CR3:VADDR:INDEX", arg + 4);
+		pte_at[npte++].index = strtoull(end2 + 1, NULL, 0);
+	} else if (!strncmp(arg, "cr3=", 4))
+		cur_pml4 = loaded_pml4 = strtoull(arg + 4, NULL, 0);
+	else if (!strncmp(arg, "pfns=", 5))
+		pfns = v;
 	else
 		die("unknown option %s", arg);
 }
@@ -409,6 +495,11 @@ static int guest(int argc, char **argv, long n)
 	if (frame_offset + sizeof(struct frame) > host_size)
 		die("frame outside the Host slot");
 	f = (struct frame *)(host + frame_offset);
+	host_q = (uint64_t *)host;
+	host_words = host_size / 8;
+	for (int i = 0; i < npte; i++)
+		if (pte_at[i].index >= host_words)
+			die("pte= index %#llx outside the Host slot", (unsigned long long)pte_at[i].index);
 	create_vm();
 	add_slot(0, 0, ram, ram_size);
 	add_slot(1, HOST_BASE, host, host_size);
@@ -451,11 +542,22 @@ static int guest(int argc, char **argv, long n)
 				die("emulation failure at %#x on %02x %02x, not int $0x1f",
 				    eip, insn[0], insn[1]);
 			r->rip = (uint32_t)(eip + 2);
-			do_hcall((uint32_t)r->rax, (uint32_t)r->rdx, (uint32_t)r->rbx);
-			if (sync)
+			do_hcall((uint32_t)r->rax, (uint32_t)r->rdx, (uint32_t)r->rbx, (uint32_t)r->rcx);
+			new_pml4 = 0;		/* kvm-pvm walks the tables afresh: no flush */
+			if (sync) {
 				run->kvm_dirty_regs = KVM_SYNC_X86_REGS;
-			else
+				if (cur_pml4 != loaded_pml4) {
+					run->s.regs.sregs.cr3 = loaded_pml4 = cur_pml4;
+					run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS;
+				}
+			} else {
 				xioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+				if (cur_pml4 != loaded_pml4) {
+					xioctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
+					sregs.cr3 = loaded_pml4 = cur_pml4;
+					xioctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+				}
+			}
 		} else if (run->exit_reason == KVM_EXIT_IO && run->io.port == SWITCHER_PORT) {
 			/* Hardware KVM: gate 0x1F fired and the Switcher saved the
 			 * frame; the next KVM_RUN resumes the Guest from it. */
@@ -468,12 +570,17 @@ static int guest(int argc, char **argv, long n)
 			if (f->trapnum == 13)
 				do_gp(f);
 			else if (f->trapnum == LGUEST_TRAP_ENTRY)
-				do_hcall((uint32_t)f->eax, (uint32_t)f->edx, (uint32_t)f->ebx);
+				do_hcall((uint32_t)f->eax, (uint32_t)f->edx, (uint32_t)f->ebx,
+					 (uint32_t)f->ecx);
 			else
 				die("trap %llu at %#llx (%#llx): the Guest needs a real Host",
 				    (unsigned long long)f->trapnum, (unsigned long long)f->eip,
 				    (unsigned long long)f->errcode);
 			f->trapnum = TRAP_IN_SWITCHER;
+			if (new_pml4) {			/* core.py: a shadow change reloads cr3 */
+				f->cr3_req = new_pml4;
+				new_pml4 = 0;
+			}
 		} else {
 			die("unexpected exit %u", run->exit_reason);
 		}
@@ -484,8 +591,8 @@ static int guest(int argc, char **argv, long n)
 		die("%ld hypercalls, expected %ld", hcalls, (long)nlaps * (n + 1) + 1);
 	print_laps(laps, nlaps);
 	printf(" hcalls=%ld internal_exits=%ld io_exits=%ld in_run_ns=%lld run_calls=%ld async=%ld "
-	       "pios=%ld crash=%s\n", hcalls, internal_exits, io_exits, (long long)in_run_ns, run_calls,
-	       async_calls, pios, crash);
+	       "pios=%ld ptes=%ld switches=%ld crash=%s\n", hcalls, internal_exits, io_exits,
+	       (long long)in_run_ns, run_calls, async_calls, pios, ptes, switches, crash);
 	return 0;
 }
 

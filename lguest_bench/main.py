@@ -42,7 +42,8 @@ IRQ_SEEN = 0x1001                   # a marker tag: IRQ 1's handler runs
 TIMER_DELAY_NS = 1_000_000          # timer-accuracy: each clock event 1 ms ahead
 MB = 1 << 20
 # Rows whose mechanism lguest_bench/hcall_driver.c can also drive from C (the long-mode Switcher).
-C_DRIVEN = ("hypercall", "hypercall-async", "pio", "dma-out")
+C_DRIVEN = ("hypercall", "hypercall-async", "pio", "dma-out", "pte-update", "context-switch")
+PTE_VA = 0x00400000                             # the user page pte-update's SET_PTE changes
 
 # name: (MODE, N full, N quick, laps full, laps quick, baseline, what one op is)
 GUEST_BENCHES = {
@@ -151,10 +152,13 @@ def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
                             if snapshot is not None:
                                 cdriver.snapshot_at_next_entry(g, lg, snapshot)
                                 facts.update(page_offset=page_offset, data=g.lguest_data,
-                                             next=g.next_hcall, sync=g.vm.sync_regs)
+                                             next=g.next_hcall, sync=g.vm.sync_regs,
+                                             shadow=shadow_facts(g))
                             exits0 = sum(g.exits.values())
                             if facts.get("time_kvm_run"):
                                 core.kvm_run_raw = timed_run
+                            if facts.get("profile"):
+                                facts["profile"].enable()
                         facts["exits"] = sum(g.exits.values()) - exits0
                         facts["in_run"] = in_run[0] * 1e-9
                     continue
@@ -166,6 +170,8 @@ def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
                 struct.pack_into("<I", mem, dma + abi.lguest_dma.used_len.offset, n)
         finally:
             core.kvm_run_raw = raw_run
+            if facts.get("profile"):
+                facts["profile"].disable()
             if waker is not None:
                 waker.stop()
                 facts["breaks_again"] = waker.again
@@ -251,19 +257,41 @@ def guest_bench(name, paging, quick, facts=None):
 # M:925 The same Guest with its mechanism driven from C (lguest_bench/hcall_driver.c): from the
 # moment its first lap starts, a C program runs the rest of the Python Host's VM, doing the least
 # a Host can for that Guest — the hypercall, the async ring, the `inb` after #GP, the DMA copied
-# out — with the registers taken as the Python Host takes them.  The difference is the Python.
+# out, the SET_PTE written into the shadow entry, the NEW_PGTABLE to another shadow root — with the
+# registers taken as the Python Host takes them.  The difference is the Python.  The shadow page
+# tables themselves are in the Host slot the driver copies; what it cannot copy, Python's record
+# of which root and which word shadows what, shadow_facts() tells it on its command line.
 # :*
+def shadow_facts(g):
+    """What the C driver must be told of the shadow page tables (their bookkeeping is Python's):
+    every root as CR3:PML4, the one loaded, the Host-slot word shadowing PTE_VA in each root that
+    has one, and how many Guest pages a PTE may name."""
+    sh = getattr(g, "shadow", None)
+    if sh is None or not hasattr(sh, "roots"):
+        return []
+    out = [f"cr3={sh.current.pml4:#x}", f"pfns={min(g.pfn_limit, g.backed_pages)}"]
+    for r in sh.roots:
+        if r.used:
+            out.append(f"root={r.cr3:#x}:{r.pml4:#x}")
+            block = r.blocks.get(PTE_VA >> 22)
+            if block is not None:
+                out.append(f"pte={r.cr3:#x}:{PTE_VA:#x}:"
+                           f"{sh._block_index(block) + ((PTE_VA >> 12) & 1023):#x}")
+    return out
+
+
 def c_driver_bench(name, dump, n, laps, f):
     out = cdriver.run_driver(
         cdriver.build_driver(), "guest", dump, n, laps, f["page_offset"], switcher.FRAME_OFFSET,
         switcher.FRAME_SIZE, "sync" if f["sync"] else "sregs", f"mark={MARK_KEY}", f"dma={DMA_KEY}",
         f"data={f['data']}", f"status={abi.lguest_data.hcall_status.offset}",
-        f"calls={abi.lguest_data.hcalls.offset}", f"next={f['next']}", "count=0")
+        f"calls={abi.lguest_data.hcalls.offset}", f"next={f['next']}", "count=0", *f["shadow"])
     if out.get("crash", "").strip() != "Power down":
         raise RuntimeError("the C driver's Guest died: %r" % out.get("crash"))
     # It did the work: every op of every lap went through the mechanism it stands for.
     done = {"hypercall": int(out["hcalls"]) - laps - 1, "hypercall-async": int(out["async"]),
-            "pio": int(out["pios"]), "dma-out": int(out["hcalls"]) - laps - 1}[name]
+            "pio": int(out["pios"]), "dma-out": int(out["hcalls"]) - laps - 1,
+            "pte-update": int(out["ptes"]), "context-switch": int(out["switches"])}[name]
     if done != n * laps:
         raise RuntimeError(f"the C driver did {done} {name} ops, not {n * laps}")
     samples = [t * 1e-9 / n for t in out["laps_ns"]]
@@ -443,6 +471,32 @@ def where_table(rows):
     return "\n".join(lines)
 
 
+# M:947 And inside the Host, which Python?  With --profile every Guest benchmark runs once more
+# under cProfile, switched on at the first lap marker, and the functions with the most time of
+# their own are listed per op.  The profiler adds to every call it sees, so the figures are larger
+# than the Host's real ones; what they are good for is the order.  kvm_run_raw is KVM_RUN itself.
+# :*
+def profile_row(name, paging, quick, top=5):
+    import cProfile
+    import pstats
+    facts = {"profile": cProfile.Profile()}
+    guest_bench(name, paging, quick, facts)
+    ops = facts["ops"]
+    stats = pstats.Stats(facts["profile"]).stats
+    own = sorted(((tt, f"{pathlib.Path(file).stem}.{func}" if file != "~" else func.strip("<>"))
+                  for (file, _, func), (_, _, tt, _, _) in stats.items()), reverse=True)
+    return {"name": name, "paging": paging, "top": [(what, tt / ops) for tt, what in own[:top]]}
+
+
+def profile_table(rows):
+    lines = ["Where the Host's time goes, per op (cProfile, own time of the top functions; the "
+             "profiler inflates them):"]
+    for p in rows:
+        lines.append(f"{p['name']:18} {p['paging']:7} " + ", ".join(
+            f"{what} {fmt_time(t)}" for what, t in p["top"]))
+    return "\n".join(lines)
+
+
 def qemu_rows(results, quick, progress):
     """The QEMU baselines of the rows that have one: (rows, None) or ([], why not)."""
     wanted = [(q, n) for n, q in QEMU_COUNTERPARTS.items() if any(r["name"] == n for r in results)]
@@ -485,6 +539,9 @@ def main(argv=None):
     ap.add_argument("--where", action="store_true",
                     help="run each Guest benchmark again with KVM_RUN timed: exits per op, time "
                          "inside KVM_RUN and outside it")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each Guest benchmark again under cProfile: the Host's functions "
+                         "with the most time of their own, per op")
     ap.add_argument("--json", help="write the results as JSON to this file")
     ap.add_argument("--svg", help="draw the ratios as an SVG bar chart in this file")
     args = ap.parse_args(argv)
@@ -518,6 +575,11 @@ def main(argv=None):
         for name, paging in ((r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES):
             progress(f"where: {name} ({paging})")
             where.append(where_row(name, paging, args.quick))
+    profiles = []
+    if args.profile:
+        for name, paging in ((r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES):
+            progress(f"profile: {name} ({paging})")
+            profiles.append(profile_row(name, paging, args.quick))
     sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
     print(table(results, kind))
     for r in results:
@@ -528,6 +590,8 @@ def main(argv=None):
                      if r.get("baseline_p99") else "no baseline"))
     if where:
         print(where_table(where))
+    if profiles:
+        print(profile_table(profiles))
     if qrows:
         print(qemu_table(qrows, results))
     elif qwhy:
@@ -535,7 +599,8 @@ def main(argv=None):
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"kind": kind, "note": kind_note(kind), "quick": args.quick,
-             "results": results, "qemu": qrows, "qemu_not_run": qwhy, "where": where},
+             "results": results, "qemu": qrows, "qemu_not_run": qwhy, "where": where,
+             "profile": profiles},
             indent=2) + "\n")
     if args.svg:
         pathlib.Path(args.svg).write_text(svg(results, kind))

@@ -113,6 +113,31 @@ static __attribute__((unused)) void own_page_tables(void)
 	hcall(LHCALL_NEW_PGTABLE, __pa(pgd_a), 0, 0);
 }
 
+/*M:955 pte-update and context-switch time one hypercall each, so nothing else may happen in
+ * their laps: no shadow page table may still be missing a page the loop touches.  Before the first
+ * marker, the user page SET_PTE changes is mapped and read once (so the Host really has a shadow
+ * entry to rewrite), and for context-switch both directories are entered a few times and every
+ * page of the kernel image read in each (the Host recycles a shadow root at random when a new
+ * directory comes, so a later switch may take the other's root; four rounds make that vanishingly
+ * unlikely to be left so). :*/
+extern char _text[], _end[];
+
+static __attribute__((unused)) void warm_shadows(void)
+{
+	uptes[0] = __pa(page) | 0x67;
+	sink += *(volatile char *)0x00400000UL;
+#if MODE == M_CTXSW
+	for (int round = 0; round < 4; round++) {
+		for (int which = 0; which < 2; which++) {
+			hcall(LHCALL_NEW_PGTABLE, __pa(which ? pgd_a : pgd_b), 0, 0);
+			for (char *p = _text; p < _end; p += PAGE_SIZE)
+				sink += *(volatile char *)p;
+			sink += *(volatile char *)((unsigned long)_end - 1);
+		}
+	}
+#endif
+}
+
 /*M:951 The user-mode benchmarks (syscall and cow).  Their laps run in a
  * user program at privilege level 3, a few dozen bytes of assembly below that
  * the kernel copies into a page of its own and maps, read-only, at UCODE in
@@ -377,6 +402,7 @@ int main(void)
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
 #if MODE == M_PTE || MODE == M_CTXSW
 	own_page_tables();
+	warm_shadows();
 #endif
 #if MODE == M_DEMAND
 	demand_pages();
