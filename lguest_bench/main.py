@@ -120,7 +120,7 @@ def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
     page_offset, start = loader.load_elf(mem, pathlib.Path(image).read_bytes())
     pgdir = loader.setup_pagetables(mem, size, 0, page_offset)
     loader.setup_boot_params(mem, size, b"")
-    marks, sink, latencies, waker = [], bytearray(4096), [], None
+    marks, sink, latencies, waker, exits0 = [], bytearray(4096), [], None, None
     with lguest_kvm.open(mem, paging=paging) as lg:
         lg.write(struct.pack("<5I", abi.LHREQ_INITIALIZE, size // 4096 + 1, pgdir, start, page_offset))
         try:
@@ -148,19 +148,22 @@ def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
                     else:
                         marks.append(time.perf_counter())
                         g = lg.guest
-                        if len(marks) == 1:
-                            if snapshot is not None:
-                                cdriver.snapshot_at_next_entry(g, lg, snapshot)
-                                facts.update(page_offset=page_offset, data=g.lguest_data,
-                                             next=g.next_hcall, sync=g.vm.sync_regs,
-                                             shadow=shadow_facts(g))
+                        if len(marks) == 1 and snapshot is not None:
+                            cdriver.snapshot_at_next_entry(g, lg, snapshot)
+                            facts.update(page_offset=page_offset, data=g.lguest_data,
+                                         next=g.next_hcall, sync=g.vm.sync_regs,
+                                         shadow=shadow_facts(g))
+                        # The counts start where the samples do: after the warm-up lap, when
+                        # the benchmark drops it.
+                        if len(marks) == 1 + facts.get("warmup_laps", 0):
                             exits0 = sum(g.exits.values())
                             if facts.get("time_kvm_run"):
                                 core.kvm_run_raw = timed_run
                             if facts.get("profile"):
                                 facts["profile"].enable()
-                        facts["exits"] = sum(g.exits.values()) - exits0
-                        facts["in_run"] = in_run[0] * 1e-9
+                        if exits0 is not None:
+                            facts["exits"] = sum(g.exits.values()) - exits0
+                            facts["in_run"] = in_run[0] * 1e-9
                     continue
                 d = abi.lguest_dma.from_buffer_copy(mem, dma)
                 n = d.len[0] if key == DMA_KEY else 0
@@ -234,7 +237,8 @@ def guest_bench(name, paging, quick, facts=None):
                         cflags=(f"-DMODE={mode}", f"-DN={n}", f"-DLAPS={laps}", f"-DMEM_MB={mem_mb}",
                                 f"-DDELAY_NS={TIMER_DELAY_NS}"))
     facts = {} if facts is None else facts
-    facts["ops"] = n * laps
+    warmup = 1 if laps > 2 else 0               # the first lap warms caches and shadows
+    facts["ops"], facts["warmup_laps"] = n * (laps - warmup), warmup
     with tempfile.TemporaryDirectory(prefix="lguest-bench-") as dump:
         use_c = name in C_DRIVEN and paging == "shadow" and not facts.get("time_kvm_run")
         marks, latencies = run_guest(image, paging, mem_mb=mem_mb + 24 if mode in (9, 10) else 16,
@@ -243,12 +247,10 @@ def guest_bench(name, paging, quick, facts=None):
     if name == "irq-latency":
         if len(latencies) != n * laps:
             raise RuntimeError(f"irq-latency: {len(latencies)} interrupts seen, not {n * laps}")
-        facts["wall"] = marks[-1] - marks[0]
-        return latencies[n:], None                  # the first lap warms up
-    facts["wall"] = marks[-1] - marks[0]
-    samples = [(b - a) / n for a, b in zip(marks, marks[1:])]
-    if len(samples) > 2:
-        samples = samples[1:]                       # the first lap warms caches and shadows
+        facts["wall"] = marks[-1] - marks[warmup]
+        return latencies[n * warmup:], None
+    facts["wall"] = marks[-1] - marks[warmup]
+    samples = [(b - a) / n for a, b in zip(marks, marks[1:])][warmup:]
     if name == "timer-accuracy":
         samples = [s - TIMER_DELAY_NS * 1e-9 for s in samples]
     return samples, c_samples
