@@ -70,7 +70,6 @@ class Guest:
         self.timer_deadline = None            # monotonic ns when the clock event fires
         self.mid_switcher = False             # a signal stopped the vCPU inside the Switcher
         self.window_tried = False             # an exit at the Guest's interrupt window was asked for
-        self.window_exits = 0                 # ... and taken
         self.trap_to_handle = False           # the frame holds a trap the run loop has not dealt with
         self.step = None                      # what the run loop is in the middle of, if anything
         self.stats = None                     # a stats.ExitStats when the Launcher wants them
@@ -340,7 +339,6 @@ class Guest:
             self.stopped_anywhere()
             r = 0 if self.kicker.drain() else -errno.EINTR
         elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
-            self.window_exits += 1
             self.stopped_anywhere()           # H:212: out of the Switcher, back in the Guest
         elif reason == KVM_EXIT_IO and port == SWITCHER_PORT:
             self.in_switcher = True

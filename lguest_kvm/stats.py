@@ -27,7 +27,7 @@ def trap_kind(trapnum):
 
 
 def exit_kind(reason, port, trapnum):
-    from .kvm import KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR
+    from .kvm import KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IRQ_WINDOW_OPEN
     from .switcher import SWITCHER_PORT, SWITCHER_NMI_PORT
     if reason == KVM_EXIT_IO and port == SWITCHER_PORT:
         return trap_kind(trapnum)
@@ -35,6 +35,8 @@ def exit_kind(reason, port, trapnum):
         return "signal (kick, timer, break)"
     if reason == KVM_EXIT_IO and port == SWITCHER_NMI_PORT:
         return "NMI"
+    if reason == KVM_EXIT_IRQ_WINDOW_OPEN:
+        return "interrupt window (a kick came in the Switcher)"
     if reason == KVM_EXIT_INTERNAL_ERROR:
         return "kvm-pvm assist: " + trap_kind(trapnum)
     return "KVM exit %d" % reason
