@@ -7,24 +7,26 @@ Launcher itself costs per request beside a plain os.preadv of the same bytes.
 A benchmark, not a test: it prints what it measured and never judges it.
 """
 # M:700 What does a disk read cost?  The bundled Guest OS reads its disk 512 bytes at a time, which
-# measures the exit, not the disk; so this benchmark brings its own small Guest (C, below) that
-# reads the whole disk in the largest requests 2.6.23's block device allows: 16 sections of one
-# page each, 64 KiB per request (lguest-abi §8.6: at most 16 segments, none crossing a page).  It
-# checks the first word of every page against the pattern the file was filled with, so a fast
-# wrong answer cannot pass for a fast right one.
+# measures the exit, not the disk; so this benchmark runs lguest-bench's block Guest
+# (lguest_bench/guests/blkbench.c, M:970) in read mode, for one lap over the whole disk, in the
+# largest requests 2.6.23's block device allows: 16 sections of one page each, 64 KiB per request
+# (lguest-abi §8.6: at most 16 segments, none crossing a page).  It checks the first and last word
+# of every page against the pattern the file was filled with, so a fast wrong answer cannot pass
+# for a fast right one.
 #
-# Two kinds of run, both `python -m launcher --block=FILE 64 guest.elf` as a real process:
+# The runs are `python -m launcher --block=FILE 64 blkbench.elf r N 1` as real processes:
 #
-#   1. end to end, unmodified: the time between the Guest's "start" and "done" console lines, as
-#      this script sees them arrive on the Launcher's stdout;
-#   2. instrumented (this script re-run as the Launcher, `--child`, launcher.main.main() with
-#      lguest_kvm.open wrapped): for every block request, the time from read() returning it to the
-#      start of the LHREQ_IRQ write that completes it, and inside that the Launcher's own preadv
-#      and its GETDMA.  Beside it, in the same process and after the Guest is gone, os.preadv of the
-#      same 64 KiB at the same offsets, from a descriptor opened the way launcher/block.py opens
-#      one (O_DIRECT where the filesystem allows it), into memoryviews of the same 16 pages of a
-#      lguest_kvm.guest_memory() buffer of the same size;
-#   3. instrumented again, with one extra os.preadv of the same bytes into the same Guest
+#   1. end to end, unmodified: the time between the Guest's two "mark" console lines (before and
+#      after its lap), as this script sees them arrive on the Launcher's stdout;
+#   2. instrumented, three times (this script re-run as the Launcher, `--child`,
+#      launcher.main.main() with lguest_kvm.open wrapped): for every block request, the time from
+#      read() returning it to the start of the LHREQ_IRQ write that completes it, and inside that
+#      the Launcher's own preadv and its GETDMA.  Beside it, in the same process and after the
+#      Guest is gone, os.preadv of the same 64 KiB at the same offsets, from a descriptor opened
+#      the way launcher/block.py opens one (O_DIRECT where the filesystem allows it), into the
+#      same iovecs over a lguest_kvm.guest_memory() buffer of the same size: back to back, and
+#      paced like the Guest;
+#   3. instrumented once more, with one extra os.preadv of the same bytes into the same Guest
 #      memoryviews right after each of the Launcher's own (its time kept out of the Launcher's
 #      figures): the host's read while the VM is alive, which on kvm-pvm is slower than the same
 #      read into memory no VM maps.
@@ -52,122 +54,42 @@ from launcher.devices import DMA_SIZE       # noqa: E402
 MIB = 1 << 20
 PAGE = 4096
 REQ_BYTES = 16 * PAGE
-MAGIC = devices.RMAGIC                      # "lgBK": page i of the file starts with i ^ MAGIC
 TIMEOUT = 600
 
-GUEST_SRC = r"""
-/* bench/block.py's Guest: read the whole disk, 16 pages per request. */
-struct lguest_block_page {
-	int type;
-	u32 sector, bytes;
-	int result;
-	u32 num_sectors;
-};
-
-#define NSEC 16
-static u8 buf[NSEC * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
-static struct lguest_dma req, reply;
-static volatile unsigned blk_irqs;
-static volatile struct lguest_block_page *blk;
-static unsigned long blk_key;
-
-static void block_irq(struct trapframe *tf)
-{
-	(void)tf;
-	if (blk->result)
-		blk_irqs++;
-}
-
-static int read_req(u32 sector, u32 bytes)
-{
-	u32 left = bytes;
-
-	blk->type = 0;
-	blk->sector = sector;
-	blk->bytes = bytes;
-	blk->result = 0;
-	memset(&req, 0, sizeof(req));
-	memset(&reply, 0, sizeof(reply));
-	for (unsigned i = 0; i < NSEC && left; i++) {
-		u32 n = left < PAGE_SIZE ? left : PAGE_SIZE;
-		reply.addr[i] = __pa(buf + i * PAGE_SIZE);
-		reply.len[i] = n;
-		left -= n;
-	}
-	blk_irqs = 0;
-	send_dma(blk_key, &req);
-	wait_for(&blk_irqs);
-	return blk->result;
-}
-
-int main(void)
-{
-	struct lguest_device_desc *d;
-	u32 sectors, sector, reqs = 0, bad = 0, failed = 0;
-	int b;
-
-	lguest_init();
-	ln_setup_irqs();
-	d = map_devices();
-	b = find_device(d, LGUEST_DEVICE_T_BLOCK);
-	if (b < 0)
-		lguest_crash("bb: no block device");
-	blk = dev_page(&d[b]);
-	blk_key = dev_page_pa(&d[b]);
-	install_trap(32 + b + 1, block_irq, GATE_INTERRUPT, 0);
-	bind_dma(blk_key, &reply, 1, b + 1);
-	sectors = blk->num_sectors;
-	printk("bb: sectors %u buf %lx\n", (unsigned)sectors, __pa(buf));
-	printk("bb: start\n");
-	for (sector = 0; sector < sectors; sector += NSEC * PAGE_SIZE / 512) {
-		u32 left = (sectors - sector) * 512;
-		u32 bytes = left < sizeof(buf) ? left : sizeof(buf);
-
-		if (read_req(sector, bytes) != 1) {
-			failed++;
-			continue;
-		}
-		reqs++;
-		for (u32 off = 0; off < bytes; off += PAGE_SIZE)
-			if (*(u32 *)(buf + off) != ((sector / 8 + off / PAGE_SIZE) ^ MAGIC))
-				bad++;
-	}
-	printk("bb: done requests %u failed %u bad %u\n", (unsigned)reqs, (unsigned)failed,
-	       (unsigned)bad);
-	return 0;
-}
-"""
-
-
 def guest_image():
-    from launcher.guest.build import build_guest
-    lib = (ROOT / "tests" / "guests" / "ln_lib.h").read_text()
-    return build_guest([("bblock.c", lib + "\n#define MAGIC %#xU\n" % MAGIC + GUEST_SRC)],
-                       name="bench-block")
+    return devices.block_image()
 
 
 def make_disk(path, size):
-    """The disk file: page i starts with i ^ MAGIC, the rest of it filler (lguest-bench's
+    """The disk file: page i starts with i ^ RMAGIC, the rest of it 0xa5 (lguest-bench's
     block-read disk, lguest_bench/devices.py)."""
     devices.make_disk(path, size // PAGE)
+
+
+def guest_args(disk):
+    """blkbench.c's command line: read, one request per 64 KiB of the disk, one lap."""
+    return ["r", str(os.path.getsize(disk) // REQ_BYTES), "1"]
 
 
 # --- running the Launcher -------------------------------------------------------------------------
 
 def run_launcher(cmd):
-    """Run a Launcher; return {line: arrival time} for the Guest's bb: lines, its exit status and
-    its stderr.  Times are time.monotonic() in this process."""
+    """Run a Launcher; return the time between the Guest's two "mark" lines (time.monotonic() in
+    this process, as they arrive), its "bb: done" counts and the Launcher's stderr."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines = {}
+    marks, stats = [], None
     try:
         for raw in p.stdout:                   # one console DMA per printk line
             now = time.monotonic()
-            line = raw.decode("latin-1").rstrip("\r\n")
-            if line.startswith("bb: "):
-                lines[line.split()[1]] = (now, line)
+            line = raw.decode("latin-1").strip()
+            if line == "mark":
+                marks.append(now)
+            elif line.startswith("bb: done"):
+                stats = devices.parse(line[4:])
+                stats.pop("event", None)
             if time.monotonic() - t0 > TIMEOUT:
                 raise RuntimeError("the Launcher took too long")
         rc = p.wait(TIMEOUT)
@@ -176,16 +98,15 @@ def run_launcher(cmd):
             p.kill()
             p.wait()
     err = p.stderr.read().decode(errors="replace")
-    if rc != 0 or "done" not in lines or "start" not in lines:
-        raise RuntimeError(f"Launcher exit {rc}, console {lines}, stderr {err!r}")
-    done = lines["done"][1].split()
-    stats = dict(zip(done[2::2], map(int, done[3::2])))
-    return {"seconds": lines["done"][0] - lines["start"][0], "wall": time.monotonic() - t0,
-            "stats": stats, "stderr": err}
+    if rc != 0 or len(marks) != 2 or stats is None:
+        raise RuntimeError(f"Launcher exit {rc}, {len(marks)} marks, counts {stats}, "
+                           f"stderr {err!r}")
+    return {"seconds": marks[1] - marks[0], "wall": time.monotonic() - t0, "stats": stats,
+            "stderr": err}
 
 
 def launcher_cmd(disk, image):
-    return [sys.executable, "-m", "launcher", f"--block={disk}", "64", str(image)]
+    return [sys.executable, "-m", "launcher", f"--block={disk}", "64", str(image), *guest_args(disk)]
 
 
 # --- the instrumented Launcher (this script with --child) ------------------------------------------
@@ -280,7 +201,7 @@ def child(argv):
     lguest_kvm.open, block.Block.__init__ = open_, init
     if split:
         block.Block._all, lmain.Launcher.getdma = staticmethod(all_), getdma
-    rc = lmain.main([f"--block={disk}", "64", image])
+    rc = lmain.main([f"--block={disk}", "64", image, *guest_args(disk)])
     sys.stdout.flush()
     if rc != 0:
         return rc
@@ -384,7 +305,7 @@ def main(argv=None):
     secs = sorted(x["seconds"] for x in e2e)
     best, med = secs[0], statistics.median(secs)
     print()
-    print("end to end: `python -m launcher --block=FILE 64 bblock.elf`, Guest 'start' to 'done'")
+    print("end to end: `python -m launcher --block=FILE 64 blkbench.elf r N 1`, Guest 'mark' to 'mark'")
     print(f"  runs (s)            {' '.join('%.3f' % s for s in secs)}")
     print(f"  median              {size / MIB / med:8.1f} MiB/s   {med / nreq * 1e6:8.1f} us/request")
     print(f"  best                {size / MIB / best:8.1f} MiB/s   {best / nreq * 1e6:8.1f} us/request")
