@@ -10,64 +10,15 @@
  * data always sits in one page-aligned section, so O_DIRECT can be used. */
 #include "ln_lib.h"
 
-struct lguest_block_page {
-	int type;
-	u32 sector, bytes;
-	int result;
-	u32 num_sectors;
-};
-
 static u8 buf[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
-static struct lguest_dma req, reply;
-static volatile unsigned blk_irqs, got;
-static volatile struct lguest_block_page *blk;
-static unsigned long blk_key;
-static char inbuf[256], line[256];
-static struct lguest_dma in_dma;
-static unsigned nline;
-static int con_irq;
 
-static void block_irq(struct trapframe *tf)
-{
-	(void)tf;
-	if (blk->result)
-		blk_irqs++;
-}
-
-static void console_irq(struct trapframe *tf)
-{
-	(void)tf;
-	got = 1;
-}
-
-static void bind_console(void)
-{
-	in_dma.used_len = 0;
-	in_dma.addr[0] = __pa(inbuf);
-	in_dma.len[0] = sizeof(inbuf);
-	in_dma.len[1] = 0;
-	bind_dma(LGUEST_CONSOLE_DMA_KEY, &in_dma, 1, con_irq);
-}
-
+/* The data always sits in one page-aligned section. */
 static int request(int write, u32 sector, u32 bytes)
 {
-	blk->type = write;
-	blk->sector = sector;
-	blk->bytes = bytes;
-	blk->result = 0;
-	memset(&req, 0, sizeof(req));
-	memset(&reply, 0, sizeof(reply));
-	if (write) {
-		req.addr[0] = __pa(buf);
-		req.len[0] = bytes;
-	} else {
-		reply.addr[0] = __pa(buf);
-		reply.len[0] = bytes;
-	}
-	blk_irqs = 0;
-	send_dma(blk_key, &req);
-	wait_for(&blk_irqs);
-	return blk->result;
+	unsigned long addr = __pa(buf);
+	u16 len = bytes;
+
+	return ln_blk_request(write, sector, bytes, 1, &addr, &len);
 }
 
 /* Numbers: decimal, or hexadecimal for the fill byte. */
@@ -121,53 +72,33 @@ static void command(const char *cmd)
 		memset(buf, 0xCC, sizeof(buf));
 		r = request(0, sector, count * 512);
 		printk("blk: r %u %u -> %d used %u bytes %x %x\n", sector, count, r,
-		       (unsigned)reply.used_len, buf[0], buf[count * 512 - 1]);
+		       (unsigned)ln_blk_reply.used_len, buf[0], buf[count * 512 - 1]);
 	}
 }
 
 int main(void)
 {
 	struct lguest_device_desc *d;
-	int b, con;
 
 	lguest_init();
 	ln_setup_irqs();
 	d = map_devices();
-	b = find_device(d, LGUEST_DEVICE_T_BLOCK);
-	con = find_device(d, LGUEST_DEVICE_T_CONSOLE);
-	if (b < 0 || con < 0)
+	if (ln_blk_setup(d) < 0 || ln_console_setup(d, ln_console_irq) < 0)
 		lguest_crash("blk: no block device or console");
-	blk = dev_page(&d[b]);
-	blk_key = dev_page_pa(&d[b]);
-	install_trap(32 + b + 1, block_irq, GATE_INTERRUPT, 0);
-	bind_dma(blk_key, &reply, 1, b + 1);
-	con_irq = con + 1;
-	install_trap(32 + con_irq, console_irq, GATE_INTERRUPT, 0);
-	bind_console();
-	printk("blk: ready, %u sectors\n", (unsigned)blk->num_sectors);
+	printk("blk: ready, %u sectors\n", (unsigned)ln_blk->num_sectors);
 
 	for (;;) {
-		char chunk[sizeof(inbuf)];
+		char chunk[sizeof(ln_inbuf)];
 		unsigned n;
 
-		wait_for(&got);
-		got = 0;
-		n = in_dma.used_len;
-		if (n > sizeof(inbuf))
-			n = sizeof(inbuf);
-		memcpy(chunk, inbuf, n);
-		in_dma.used_len = 0;
+		wait_for(&ln_got);
+		ln_got = 0;
+		n = ln_take_input(chunk);
 		for (unsigned i = 0; i < n; i++) {
-			char c = chunk[i];
+			const char *line = ln_line_feed(chunk[i]);
 
-			if (c == '\n' || c == '\r') {
-				line[nline] = 0;
-				nline = 0;
-				if (line[0])
-					command(line);
-			} else if (nline < sizeof(line) - 1) {
-				line[nline++] = c;
-			}
+			if (line && line[0])
+				command(line);
 		}
 	}
 }

@@ -5,26 +5,8 @@
  * file, and powers off. */
 #include "ln_lib.h"
 
-struct lguest_block_page {
-	int type;
-	u32 sector, bytes;
-	int result;
-	u32 num_sectors;
-};
-
 static u8 wbuf[4 * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
 static u8 rbuf[4 * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
-static struct lguest_dma req, reply;
-static volatile unsigned blk_irqs;
-static volatile struct lguest_block_page *blk;
-static unsigned long blk_key;
-
-static void block_irq(struct trapframe *tf)
-{
-	(void)tf;
-	if (blk->result)
-		blk_irqs++;
-}
 
 static u8 pattern(u32 sector, u32 i)
 {
@@ -45,30 +27,6 @@ static int check(const u8 *p, u32 sector, u32 n)
 	return 1;
 }
 
-/* One request: sections (addr, len) pairs; for a read they describe the
- * reply buffer, and the doorbell we send is empty. */
-static int request(int write, u32 sector, u32 bytes, unsigned n, const unsigned long *addr,
-		   const u16 *len)
-{
-	struct lguest_dma *d = write ? &req : &reply;
-
-	blk->type = write;
-	blk->sector = sector;
-	blk->bytes = bytes;
-	blk->result = 0;
-	memset(&req, 0, sizeof(req));
-	if (!write)
-		memset(&reply, 0, sizeof(reply));
-	for (unsigned i = 0; i < n; i++) {
-		d->addr[i] = addr[i];
-		d->len[i] = len[i];
-	}
-	blk_irqs = 0;
-	send_dma(blk_key, &req);
-	wait_for(&blk_irqs);
-	return blk->result;
-}
-
 int main(void)
 {
 	struct lguest_device_desc *d;
@@ -79,57 +37,53 @@ int main(void)
 	lguest_init();
 	ln_setup_irqs();
 	d = map_devices();
-	b = find_device(d, LGUEST_DEVICE_T_BLOCK);
+	b = ln_blk_setup(d);
 	if (b < 0)
 		lguest_crash("ln: no block device");
-	blk = dev_page(&d[b]);
-	blk_key = dev_page_pa(&d[b]);
 	printk("ln: block dev %d features %x sectors %u\n", b, d[b].features,
-	       (unsigned)blk->num_sectors);
-	install_trap(32 + b + 1, block_irq, GATE_INTERRUPT, 0);
-	bind_dma(blk_key, &reply, 1, b + 1);
+	       (unsigned)ln_blk->num_sectors);
 
 	/* Sectors 0..7: one aligned page. */
 	fill(wbuf, 0, 4096);
 	a[0] = __pa(wbuf); l[0] = 4096;
-	r1 = request(1, 0, 4096, 1, a, l);
+	r1 = ln_blk_request(1, 0, 4096, 1, a, l);
 	/* Sectors 8 and 9: two sections. */
 	fill(wbuf + 4096, 8, 512);
 	fill(wbuf + 8192, 9, 512);
 	a[0] = __pa(wbuf + 4096); l[0] = 512;
 	a[1] = __pa(wbuf + 8192); l[1] = 512;
-	r2 = request(1, 8, 1024, 2, a, l);
+	r2 = ln_blk_request(1, 8, 1024, 2, a, l);
 	/* Sector 10 from an unaligned buffer. */
 	fill(wbuf + 12288 + 4, 10, 512);
 	a[0] = __pa(wbuf + 12288 + 4); l[0] = 512;
-	r3 = request(1, 10, 512, 1, a, l);
+	r3 = ln_blk_request(1, 10, 512, 1, a, l);
 	printk("ln: writes %d %d %d\n", r1, r2, r3);
 
 	/* Read 0..9 back (aligned, two sections) and 10 (unaligned). */
 	memset(rbuf, 0, sizeof(rbuf));
 	a[0] = __pa(rbuf); l[0] = 4096;
 	a[1] = __pa(rbuf + 4096); l[1] = 1024;
-	r1 = request(0, 0, 5120, 2, a, l);
+	r1 = ln_blk_request(0, 0, 5120, 2, a, l);
 	a[0] = __pa(rbuf + 8192 + 4); l[0] = 512;
-	r2 = request(0, 10, 512, 1, a, l);
-	printk("ln: reads %d %d used %u match %d %d\n", r1, r2, (unsigned)reply.used_len,
+	r2 = ln_blk_request(0, 10, 512, 1, a, l);
+	printk("ln: reads %d %d used %u match %d %d\n", r1, r2, (unsigned)ln_blk_reply.used_len,
 	       check(rbuf, 0, 5120), check(rbuf + 8192 + 4, 10, 512));
 
 	/* What must be refused. */
 	fill(wbuf, 0, 4096);
 	a[0] = __pa(wbuf); l[0] = 1024;
-	r1 = request(1, blk->num_sectors - 1, 1024, 1, a, l);	/* past the end */
+	r1 = ln_blk_request(1, ln_blk->num_sectors - 1, 1024, 1, a, l);	/* past the end */
 	l[0] = 512;
-	r2 = request(0, blk->num_sectors, 512, 1, a, l);	/* read at the end */
+	r2 = ln_blk_request(0, ln_blk->num_sectors, 512, 1, a, l);	/* read at the end */
 	l[0] = 1024;
-	r3 = request(1, 20, 2048, 1, a, l);			/* bytes != sections */
+	r3 = ln_blk_request(1, 20, 2048, 1, a, l);			/* bytes != sections */
 	a[0] = 0xFFFFF000; l[0] = 512;
-	r4 = request(1, 20, 512, 1, a, l);			/* outside the Guest */
-	r5 = request(0, 20, 512, 1, a, l);			/* read into outside */
+	r4 = ln_blk_request(1, 20, 512, 1, a, l);			/* outside the Guest */
+	r5 = ln_blk_request(0, 20, 512, 1, a, l);			/* read into outside */
 	a[0] = __pa(wbuf); l[0] = 512;
-	r6 = request(1, 0x7FFFFF, 512, 1, a, l);		/* far past the end */
-	hcall(LHCALL_BIND_DMA, blk_key, __pa(&reply), 0);	/* unbind */
-	r7 = request(0, 0, 512, 1, a, l);			/* no reply buffer */
+	r6 = ln_blk_request(1, 0x7FFFFF, 512, 1, a, l);		/* far past the end */
+	hcall(LHCALL_BIND_DMA, ln_blk_key, __pa(&ln_blk_reply), 0);	/* unbind */
+	r7 = ln_blk_request(0, 0, 512, 1, a, l);			/* no reply buffer */
 	printk("ln: refused %d %d %d %d %d %d %d\n", r1, r2, r3, r4, r5, r6, r7);
 	printk("ln: block done\n");
 	return 0;

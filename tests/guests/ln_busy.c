@@ -5,16 +5,13 @@
  * off after saying how many lines it saw. */
 #include "ln_lib.h"
 
-static char inbuf[256];
-static struct lguest_dma in_dma;
-static volatile unsigned got, wake;
-static char line[256];
-static unsigned nline, lines;
+static volatile unsigned wake;
+static unsigned lines;
 
 static void console_irq(struct trapframe *tf)
 {
 	(void)tf;
-	got = 1;
+	ln_got = 1;
 	wake = 1;
 }
 
@@ -27,47 +24,36 @@ static void timer_irq(struct trapframe *tf)
 int main(void)
 {
 	struct lguest_device_desc *d;
-	int con;
 
 	lguest_init();
 	install_trap(32, timer_irq, GATE_INTERRUPT, 0);
 	lguest_data.blocked_interrupts = 0;
 	lguest_data.irq_enabled = X86_EFLAGS_IF;
 	d = map_devices();
-	con = find_device(d, LGUEST_DEVICE_T_CONSOLE);
-	install_trap(32 + con + 1, console_irq, GATE_INTERRUPT, 0);
-	in_dma.addr[0] = __pa(inbuf);
-	in_dma.len[0] = sizeof(inbuf);
-	bind_dma(LGUEST_CONSOLE_DMA_KEY, &in_dma, 1, con + 1);
+	ln_console_setup(d, console_irq);
 	printk("ln: busy ready\n");
 	for (;;) {
-		char chunk[sizeof(inbuf)];
+		char chunk[sizeof(ln_inbuf)];
 		unsigned n;
 
-		while (!got) {
+		while (!ln_got) {
 			wake = 0;
 			hcall(LHCALL_SET_CLOCKEVENT, 3000000, 0, 0);
 			wait_for(&wake);
 		}
-		got = 0;
-		n = in_dma.used_len;
-		if (n > sizeof(inbuf))
-			n = sizeof(inbuf);
-		memcpy(chunk, inbuf, n);
-		in_dma.used_len = 0;
+		ln_got = 0;
+		n = ln_take_input(chunk);
 		for (unsigned i = 0; i < n; i++) {
-			if (chunk[i] == '\n') {
-				line[nline] = 0;
-				nline = 0;
-				lines++;
-				if (!strcmp(line, "quit")) {
-					printk("ln: %u lines\n", lines);
-					return 0;
-				}
-				printk("> %s\n", line);
-			} else if (nline < sizeof(line) - 1) {
-				line[nline++] = chunk[i];
+			const char *line = ln_line_feed(chunk[i]);
+
+			if (!line)
+				continue;
+			lines++;
+			if (!strcmp(line, "quit")) {
+				printk("ln: %u lines\n", lines);
+				return 0;
 			}
+			printk("> %s\n", line);
 		}
 	}
 }

@@ -11,28 +11,6 @@ __asm__(".section .text.head, \"ax\"\n"
 	".byte 0xA1\n.long 0xC0000000\n.byte 0xA1\n.long 0xC0000000\n"
 	".text\n");
 
-static char inbuf[256];
-static struct lguest_dma in_dma;
-static volatile unsigned got;
-static char line[256];
-static unsigned nline;
-static int con_irq;
-
-static void console_irq(struct trapframe *tf)
-{
-	(void)tf;
-	got = 1;
-}
-
-static void bind_console(void)
-{
-	in_dma.used_len = 0;
-	in_dma.addr[0] = __pa(inbuf);
-	in_dma.len[0] = sizeof(inbuf);
-	in_dma.len[1] = 0;
-	bind_dma(LGUEST_CONSOLE_DMA_KEY, &in_dma, 1, con_irq);
-}
-
 static void command(const char *cmd)
 {
 	static struct lguest_dma bad;
@@ -43,10 +21,10 @@ static void command(const char *cmd)
 	} else if (!strcmp(cmd, "die")) {
 		lguest_crash("ln was told to die");
 	} else if (!strcmp(cmd, "unbind")) {
-		hcall(LHCALL_BIND_DMA, LGUEST_CONSOLE_DMA_KEY, __pa(&in_dma), 0);
+		hcall(LHCALL_BIND_DMA, LGUEST_CONSOLE_DMA_KEY, __pa(&ln_in_dma), 0);
 		printk("ln: unbound\n");
 		sleep_ms(700);
-		bind_console();
+		ln_bind_console();
 		printk("ln: rebound\n");
 	} else if (!strcmp(cmd, "initrd")) {
 		const u8 *p = __va(bp_u32(0x218));
@@ -63,7 +41,7 @@ static void command(const char *cmd)
 		printk("ln: still here after baddma\n");
 	} else if (!strcmp(cmd, "nokey")) {
 		bad.used_len = 0;
-		bad.addr[0] = __pa(line);
+		bad.addr[0] = __pa(ln_line);
 		bad.len[0] = 4;
 		bad.len[1] = 0;
 		send_dma(0x1000, &bad);
@@ -76,7 +54,6 @@ static void command(const char *cmd)
 int main(void)
 {
 	struct lguest_device_desc *d;
-	int con;
 
 	lguest_init();
 	ln_setup_irqs();
@@ -87,39 +64,24 @@ int main(void)
 		if (d[i].type)
 			printk("ln: dev %d type %u features %x pages %u pfn %x\n", i,
 			       d[i].type, d[i].features, d[i].num_pages, (unsigned)d[i].pfn);
-	con = find_device(d, LGUEST_DEVICE_T_CONSOLE);
-	if (con < 0)
+	if (ln_console_setup(d, ln_console_irq) < 0)
 		lguest_crash("ln: no console");
-	con_irq = con + 1;
-	install_trap(32 + con_irq, console_irq, GATE_INTERRUPT, 0);
-	bind_console();
 	printk("ln: ready\n");
 
 	for (;;) {
-		char chunk[sizeof(inbuf)];
+		char chunk[sizeof(ln_inbuf)];
 		unsigned n;
 
-		wait_for(&got);
-		got = 0;
-		/* Take the input and free the buffer at once: the Launcher may
-		 * fill it again while we work on this chunk. */
-		n = in_dma.used_len;
-		if (n > sizeof(inbuf))
-			n = sizeof(inbuf);
-		memcpy(chunk, inbuf, n);
-		in_dma.used_len = 0;
+		wait_for(&ln_got);
+		ln_got = 0;
+		n = ln_take_input(chunk);
 		for (unsigned i = 0; i < n; i++) {
-			char c = chunk[i];
+			const char *line;
 
-			if (c == 3) {
+			if (chunk[i] == 3)
 				printk("ln: ctrl-c\n");
-			} else if (c == '\n' || c == '\r') {
-				line[nline] = 0;
-				nline = 0;
+			else if ((line = ln_line_feed(chunk[i])))
 				command(line);
-			} else if (nline < sizeof(line) - 1) {
-				line[nline++] = c;
-			}
 		}
 	}
 }
