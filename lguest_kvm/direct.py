@@ -17,7 +17,7 @@ import struct
 
 from . import abi
 from .page_tables import walk_guest_tables
-from .switcher import (SWITCHER_NMI_PORT, descriptor, INITIAL_GUEST_GDT, CR0_GUEST, PTE_P, PTE_RW,
+from .switcher import (SWITCHER_NMI_PORT, GuestGdt, descriptor, INITIAL_GUEST_GDT, CR0_GUEST, PTE_P, PTE_RW,
                        _seg, switcher_code, stub_code as switcher_stub_code,
                        common_code as switcher_common_code)
 
@@ -95,8 +95,10 @@ HOST_DS_DESC = descriptor(0, 0xFFFFF, 0x3, 0)          # busy 32-bit TSS, in lgu
 TSS_DESC = descriptor(linear(GDT_PAGE, TSS_OFFSET), 0x67, 0xB, 0, s=0, db=0, g=0)
 
 
-class Switcher32:
+class Switcher32(GuestGdt):
     """Lays out the direct backend's Switcher slot: code, GDT, TSS, IDT, register page, page table."""
+
+    host_entries = HOST_GDT_ENTRIES
 
     HOST_BASE = SWITCHER_BASE
     SLOT_SIZE = SLOT_SIZE
@@ -125,18 +127,6 @@ class Switcher32:
         for page in range(PT_PAGE):
             rw = PTE_RW if page == REGS_PAGE else 0
             struct.pack_into("<I", hmem, PT_PAGE * 4096 + 4 * page, linear(page) | PTE_P | rw)
-
-    def load_guest_gdt(self, entries):
-        self.gdt_generation += 1
-        for i in range(abi.GDT_ENTRIES):
-            if i not in HOST_GDT_ENTRIES:
-                self.gdt[2 * i], self.gdt[2 * i + 1] = entries[i]
-
-    def guest_descriptor(self, selector):
-        i = selector >> 3
-        if i == 0 or selector & 4 or i >= abi.GDT_ENTRIES:
-            return None
-        return self.gdt[2 * i], self.gdt[2 * i + 1]
 
     # S:240 Direct traps, for real this time.  When the Guest sets a gate that 2.6.23 would have taken
     # directly (a trap gate below 32 or for 0x80, not 7, 13, 14 or the hypercall: the rule is in

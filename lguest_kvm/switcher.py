@@ -176,10 +176,32 @@ def idt_gate(vector, dpl):
 PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
 
 
-class Switcher:
+class GuestGdt:
+    """The Guest's part of a Switcher's real GDT (`gdt`, two words an entry), for both Switchers:
+    every entry but the Host's own (`host_entries`) is the Guest's."""
+
+    host_entries = ()
+
+    def load_guest_gdt(self, entries):
+        """Copy the Guest's (fixed-up) GDT into the real one, keeping the Host's own entries."""
+        self.gdt_generation += 1
+        for i in range(abi.GDT_ENTRIES):
+            if i not in self.host_entries:
+                self.gdt[2 * i], self.gdt[2 * i + 1] = entries[i]
+
+    def guest_descriptor(self, selector):
+        """The (a, b) words the real GDT holds for a selector, or None for a null/LDT selector."""
+        i = selector >> 3
+        if i == 0 or selector & 4 or i >= abi.GDT_ENTRIES:
+            return None
+        return self.gdt[2 * i], self.gdt[2 * i + 1]
+
+
+class Switcher(GuestGdt):
     """Lays out the Host slot: Switcher code, GDT, TSS, IDT, register page and the fixed page tables."""
 
     SLOT_SIZE = HOST_SLOT_SIZE
+    host_entries = HOST_GDT_ENTRIES
 
     def __init__(self, hmem):
         self.hmem = hmem
@@ -215,20 +237,6 @@ class Switcher:
     @staticmethod
     def phys(page):
         return HOST_BASE + page * 4096
-
-    def load_guest_gdt(self, entries):
-        """Copy the Guest's (fixed-up) GDT into the real one, keeping the Host's own entries."""
-        self.gdt_generation += 1
-        for i in range(abi.GDT_ENTRIES):
-            if i not in HOST_GDT_ENTRIES:
-                self.gdt[2 * i], self.gdt[2 * i + 1] = entries[i]
-
-    def guest_descriptor(self, selector):
-        """The (a, b) words the real GDT holds for a selector, or None for a null/LDT selector."""
-        i = selector >> 3
-        if i == 0 or selector & 4 or i >= abi.GDT_ENTRIES:
-            return None
-        return self.gdt[2 * i], self.gdt[2 * i + 1]
 
     def guest_gate_changed(self, lg, vector, gate):
         pass                  # no 32-bit gate can go in this IDT: every trap comes to the Host
