@@ -303,11 +303,10 @@ def main(argv=None):
           "Python/minimal C driver: %.2fx" % (base_row["mechanism"], py_over_c,
                                              rows[0]["ns_per_op"] / rows[1]["ns_per_op"]))
     py_total, py_in = split_python(image, n)
-    c_row = next(r for r in rows if r["key"] == base)
     c_in = int(c_out_base["in_run_ns"]) / int(c_out_base["run_calls"])
-    c_total = c_row["ns_per_op"]
+    c_total = base_row["ns_per_op"]
     print("Per round trip, inside KVM_RUN / outside it: Python Host %.1f / %.1f us, %s %.1f / %.1f us"
-          % (py_in / 1e3, (py_total - py_in) / 1e3, c_row["mechanism"], c_in / 1e3,
+          % (py_in / 1e3, (py_total - py_in) / 1e3, base_row["mechanism"], c_in / 1e3,
              (c_total - c_in) / 1e3))
     print("Python Host exits during the laps: %s; assists: %d"
           % (", ".join("vector %d x %d" % kv for kv in sorted(exits.items())) or "none", assists))

@@ -76,7 +76,6 @@ class Block(Device):
             raise
         self.mv = devices.mv
         self.align = SECTOR
-        self.last_how = None
         _NUM_SECTORS.pack_into(self.mv, self.page + NUM_SECTORS_OFF, self.size // SECTOR)
         launcher.verbose("device %d (irq %d): block %s, %d sectors, %s" % (
             self.index, self.irq, path, self.size // SECTOR,
@@ -108,10 +107,10 @@ class Block(Device):
                 if self.read_only:
                     raise OSError(errno.EROFS, "write refused: the file is read-only")
                 self._check_growth(launcher, _what(write, sector), off, nbytes)
-            done = self._io(iov, off, write, total, bits)
+            done, how = self._io(iov, off, write, total, bits)
             if launcher.opts.verbose:
                 launcher.verbose("block: %s %u bytes at sector %u (%s)" % (
-                    "WRITE" if write else "READ", done, sector, self.last_how))
+                    "WRITE" if write else "READ", done, sector, how))
             if done != nbytes:
                 launcher.warn("block: %s: %s" % (_what(write, sector), self._short(off, nbytes, done)))
         except (BlockError, InvalidAddress) as e:
@@ -173,15 +172,12 @@ class Block(Device):
             fd = self.direct_fd
         op = os.pwritev if write else os.preadv
         try:
-            done = self._all(op, fd, iov, off, total)
-            self.last_how = "O_DIRECT" if fd == self.direct_fd else "buffered"
-            return done
+            return self._all(op, fd, iov, off, total), "O_DIRECT" if fd == self.direct_fd else "buffered"
         except OSError as e:
             if fd != self.direct_fd or e.errno != errno.EINVAL:
                 raise
             self.align = mmap.PAGESIZE if self.align < mmap.PAGESIZE else 1 << 30
-            self.last_how = "buffered"
-            return self._all(op, self.fd, iov, off, total)
+            return self._all(op, self.fd, iov, off, total), "buffered"
 
     @staticmethod
     def _all(op, fd, iov, off, want):

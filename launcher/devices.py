@@ -208,8 +208,4 @@ class DeviceList:
         self.mv.release()
 
 
-def iov_len(iov):
-    return sum(len(b) for b in iov)
-
-
 assert DMA_SIZE == ctypes.sizeof(abi.lguest_dma) == _DMA.size

@@ -442,12 +442,17 @@ class Launcher:
     # ENOENT we ask an IRQ we know is out of range: a live Guest says EINVAL, a dead one ENOENT.
     # :*
     def host_write(self, what, req, arg):
+        return self._request(_DMA_KEY.pack(req, arg), what)
+
+    def _request(self, data, what, *what_args):
+        """write() a request: ENOENT is the Guest's death, any other error is fatal and says
+        `what % what_args` (formatted only then: IRQs are on the hot path)."""
         try:
-            return self.lg.write(struct.pack("<II", req, arg))
+            return self.lg.write(data)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise GuestDied() from None
-            raise Fatal(f"{what}: {e.strerror}") from None
+            raise Fatal(f"{what % what_args}: {e.strerror}") from None
 
     def getdma(self, key):
         """The gpa of a receive buffer the Guest bound to `key` (its IRQ in used_len), or None."""
@@ -457,20 +462,15 @@ class Launcher:
             if e.errno != errno.ENOENT:
                 raise Fatal(f"GETDMA: {e.strerror}") from None
         try:
-            self.lg.write(struct.pack("<II", abi.LHREQ_IRQ, abi.LGUEST_IRQS))
+            self.lg.write(_DMA_KEY.pack(abi.LHREQ_IRQ, abi.LGUEST_IRQS))
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise GuestDied() from None
         return None
 
     def trigger_irq(self, irq):
-        req = _IRQ_REQ[irq] if 0 <= irq < abi.LGUEST_IRQS else struct.pack("<II", abi.LHREQ_IRQ, irq)
-        try:
-            self.lg.write(req)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                raise GuestDied() from None
-            raise Fatal(f"Triggering irq {irq}: {e.strerror}") from None
+        req = _IRQ_REQ[irq] if 0 <= irq < abi.LGUEST_IRQS else _DMA_KEY.pack(abi.LHREQ_IRQ, irq)
+        self._request(req, "Triggering irq %d", irq)
 
     def dma_iov(self, dma):
         return self.devices.dma_iov(dma)        # InvalidAddress is Fatal, as in 2.6.23

@@ -44,9 +44,9 @@
  *	an entry we were not told of ends the run: it would need a real Host.
  *
  * Output, one line: "laps_ns=a,b,... hcalls=H internal_exits=I io_exits=O
- * ... ptes=P switches=S crash=MESSAGE".  Anything unexpected ends the program with status 2 and a
- * message on stderr: a benchmark that quietly measured something else would
- * be worse than none. */
+ * ... ptes=P switches=S crash=MESSAGE".  Anything unexpected ends the
+ * program with status 2 and a message on stderr: a benchmark that quietly
+ * measured something else would be worse than none. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

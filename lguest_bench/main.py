@@ -105,8 +105,9 @@ def run_guest(image, paging, mem_mb=4, snapshot=None, facts=None):
     """Run a benchmark Guest to its end: (marker times, irq-latency samples).  With a directory
     `snapshot`, the VM is dumped there as its first lap starts, for the C driver (cdriver.py).
     A dict `facts` gets what the driver must also know, and the exits the Host took from the
-    first lap marker to the last; with facts["time_kvm_run"] set, also the time spent inside
-    KVM_RUN over that stretch (the Host's KVM_RUN is wrapped in a timer meanwhile)."""
+    first counted lap (after facts["warmup_laps"]) to the last; with facts["time_kvm_run"] set,
+    also the time spent inside KVM_RUN over that stretch (the Host's KVM_RUN is wrapped in a timer
+    meanwhile), and with a cProfile.Profile in facts["profile"], the profile of that stretch."""
     facts = {} if facts is None else facts
     raw_run, in_run = core.kvm_run_raw, [0]
 
@@ -275,10 +276,9 @@ def shadow_facts(g):
     for r in sh.roots:
         if r.used:
             out.append(f"root={r.cr3:#x}:{r.pml4:#x}")
-            block = r.blocks.get(PTE_VA >> 22)
-            if block is not None:
-                out.append(f"pte={r.cr3:#x}:{PTE_VA:#x}:"
-                           f"{sh._block_index(block) + ((PTE_VA >> 12) & 1023):#x}")
+            word = sh.pte_word(r, PTE_VA)
+            if word is not None:
+                out.append(f"pte={r.cr3:#x}:{PTE_VA:#x}:{word:#x}")
     return out
 
 
@@ -296,8 +296,7 @@ def c_driver_bench(name, dump, n, laps, f):
             "pte-update": int(out["ptes"]), "context-switch": int(out["switches"])}[name]
     if done != n * laps:
         raise RuntimeError(f"the C driver did {done} {name} ops, not {n * laps}")
-    samples = [t * 1e-9 / n for t in out["laps_ns"]]
-    return samples[1:] if len(samples) > 2 else samples
+    return [t * 1e-9 / n for t in out["laps_ns"]][f["warmup_laps"]:]
 
 
 # M:930 The baselines are a C program compiled in the run (cached by the hash of its source and
@@ -572,16 +571,14 @@ def main(argv=None):
         progress(f"[{i}/{len(jobs)}] {name} ({paging})")
         results.append(run_one(name, paging, args.quick, binary, base_cache))
     qrows, qwhy = ([], "--no-qemu") if args.no_qemu else qemu_rows(results, args.quick, progress)
-    where = []
-    if args.where:
-        for name, paging in ((r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES):
-            progress(f"where: {name} ({paging})")
-            where.append(where_row(name, paging, args.quick))
-    profiles = []
-    if args.profile:
-        for name, paging in ((r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES):
-            progress(f"profile: {name} ({paging})")
-            profiles.append(profile_row(name, paging, args.quick))
+    guest_rows = [(r["name"], r["paging"]) for r in results if r["name"] in GUEST_BENCHES]
+    where, profiles = [], []
+    for name, paging in guest_rows if args.where else ():
+        progress(f"where: {name} ({paging})")
+        where.append(where_row(name, paging, args.quick))
+    for name, paging in guest_rows if args.profile else ():
+        progress(f"profile: {name} ({paging})")
+        profiles.append(profile_row(name, paging, args.quick))
     sys.stderr.write(f"\r\x1b[Klguest-bench: {len(jobs)} benchmarks in {time.monotonic() - t_start:.1f} s\n")
     print(table(results, kind))
     for r in results:

@@ -296,7 +296,8 @@ class Guest:
             # runs without ever exiting (a spin loop, under hardware paging) would never be looked
             # at again.  So we ask KVM for an exit as soon as the vCPU could take an interrupt:
             # that is once the Switcher has returned to the Guest, whose eflags always have IF set.
-            # (Once: a KVM that stops there still inside the Switcher is not asked again.)
+            # (Not twice in a row: a KVM that stops there still inside the Switcher is not asked
+            # again on the next entry, which lets the Switcher finish.)
             # :*
             self.window_tried = window
         elif self.in_switcher:

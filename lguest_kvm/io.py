@@ -101,10 +101,10 @@ def send_dma(lg, key, udma):
 # Host cannot read kills it as 2.6.23's lgread() did, which then went on as if it read zeros.
 # :*
 def get_dma(lg, key):
-    if key % 4 or key + 4 > len(lg.mem):                # key_ok(), inline: once per device request
+    if not key_ok(lg, key):
         lg.kill_guest("bad registered DMA buffer")
         return -errno.ENOENT
-    shared = lg.keys.identity(key)
+    shared = key_identity(lg, key)
     # The Launcher asks for the same key again and again (a device's requests), and the answer
     # changes only when a binding does: BIND_DMA forgets what we found here.
     known = key if shared is None else shared

@@ -20,8 +20,6 @@ from .stats import ExitStats
 from .kvm import KVM
 
 _WORD = struct.Struct("<I")
-_REQ_ARG = struct.Struct("<II")
-_LHREQ_IRQ, _LHREQ_GETDMA, _LGUEST_IRQS = abi.LHREQ_IRQ, abi.LHREQ_GETDMA, abi.LGUEST_IRQS
 
 
 class Lguest:
@@ -71,21 +69,8 @@ class Lguest:
     def write(self, data):
         if self.closed:
             raise OSError(errno.EBADF, "the lguest device is closed")
-        # The Launcher's everyday requests, IRQ and GETDMA, are one word and one argument, from
-        # the thread that owns a live Guest; they come once or twice per DMA it services, so they
-        # take the short way.  The checks are the same ones, in the same order, as below.
-        lg = self.guest
-        if len(data) == 8 and lg is not None and lg.dead is None \
-                and threading.get_ident() == self.owner:
-            req, arg = _REQ_ARG.unpack(data)
-            if req == _LHREQ_IRQ and arg < _LGUEST_IRQS:
-                lg.irqs_pending |= 1 << arg
-                return 0
-            if req == _LHREQ_GETDMA:
-                r = io.get_dma(lg, arg)
-                if r < 0:
-                    raise OSError(-r, "no DMA buffer bound to key %#x" % arg)
-                return r
+        # The Launcher writes IRQ and GETDMA once or twice per DMA it services, so this path is
+        # kept short: no copy of a bytes object, and the one argument read where it lies.
         data = bytes(data)
         if len(data) < 4:
             raise OSError(errno.EFAULT, "short write: no request word")
@@ -99,19 +84,21 @@ class Lguest:
             raise OSError(errno.EPERM, "not the thread that initialized this Guest")
         if req == abi.LHREQ_INITIALIZE:
             return self._initialize(data[4:])
-        args = _args(data[4:], 1)
+        if len(data) < 8:
+            raise OSError(errno.EFAULT, "short write: request needs 1 argument words")
+        arg = _WORD.unpack_from(data, 4)[0]
         if req == abi.LHREQ_IRQ:
-            if args[0] >= abi.LGUEST_IRQS:
-                raise OSError(errno.EINVAL, "no IRQ %d" % args[0])
-            lg.irqs_pending |= 1 << args[0]
+            if arg >= abi.LGUEST_IRQS:
+                raise OSError(errno.EINVAL, "no IRQ %d" % arg)
+            lg.irqs_pending |= 1 << arg
             return 0
-        if req == abi.LHREQ_BREAK:
-            return self._break(lg, args[0])
         if req == abi.LHREQ_GETDMA:
-            r = io.get_dma(lg, args[0])
+            r = io.get_dma(lg, arg)
             if r < 0:
-                raise OSError(-r, "no DMA buffer bound to key %#x" % args[0])
+                raise OSError(-r, "no DMA buffer bound to key %#x" % arg)
             return r
+        if req == abi.LHREQ_BREAK:
+            return self._break(lg, arg)
         raise OSError(errno.EINVAL, "unknown request %d" % req)
 
     def _initialize(self, argbytes):

@@ -153,10 +153,15 @@ class ShadowPages:
 
     def shadow_pte(self, vaddr):
         """The current root's shadow entry for vaddr (0 if none)."""
-        block = self.current.blocks.get(vaddr >> 22)
+        i = self.pte_word(self.current, vaddr)
+        return 0 if i is None else self.q[i]
+
+    def pte_word(self, root, vaddr):
+        """Which 64-bit word of the Host slot shadows vaddr in `root` (None: no PTE block yet)."""
+        block = root.blocks.get(vaddr >> 22)
         if block is None:
-            return 0
-        return self.q[self._block_index(block) + ((vaddr >> 12) & 1023)]
+            return None
+        return self._block_index(block) + ((vaddr >> 12) & 1023)
 
     # H:330 SET_PTE: the Guest changed one of its PTEs.  For a kernel address the change goes into every
     # shadow root (the kernel's part of all page tables is the same), for a user address only into the
